@@ -1,0 +1,55 @@
+"""Image reading with clear errors. JPEGs are decoded at 1/2, 1/4 or 1/8 size
+directly (DCT scaling) when a smaller image is asked for, which is much faster."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ._libs import cv2
+from .errors import DataError
+
+_REDUCED = {2: (cv2.IMREAD_REDUCED_GRAYSCALE_2, cv2.IMREAD_REDUCED_COLOR_2),
+            4: (cv2.IMREAD_REDUCED_GRAYSCALE_4, cv2.IMREAD_REDUCED_COLOR_4),
+            8: (cv2.IMREAD_REDUCED_GRAYSCALE_8, cv2.IMREAD_REDUCED_COLOR_8)}
+
+
+def image_size(path) -> tuple[int, int]:
+    """(width, height) without decoding the pixels."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except FileNotFoundError:
+        raise DataError(f"image not found: {path}") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(f"cannot read image {path}: {e}") from None
+
+
+def read_image(path, grayscale: bool = False, max_size: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """Read an image (uint8, RGB or gray). If `max_size` is set, the longer side is
+    reduced to at most `max_size`. Returns (image, (original width, original height))."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image not found: {path}")
+    if path.stat().st_size == 0:
+        raise DataError(f"image file is empty: {path}")
+    factor, orig = 1, None
+    if max_size is not None and path.suffix.lower() in (".jpg", ".jpeg"):
+        orig = image_size(path)
+        factor = next((f for f in (8, 4, 2) if max(orig) / f >= max_size), 1)
+    if factor > 1:
+        img = cv2.imread(str(path), _REDUCED[factor][0 if grayscale else 1])
+    else:
+        img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR)
+    if img is None or img.size == 0:
+        raise DataError(f"cannot decode image (corrupt or unsupported): {path}")
+    if orig is None:
+        orig = (img.shape[1], img.shape[0])
+    if not grayscale and img.ndim == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if max_size is not None and max(img.shape[:2]) > max_size:
+        s = max_size / max(orig)
+        new = (max(1, round(orig[0] * s)), max(1, round(orig[1] * s)))
+        img = cv2.resize(img, new, interpolation=cv2.INTER_AREA)
+    return img, orig
