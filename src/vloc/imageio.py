@@ -53,3 +53,12 @@ def read_image(path, grayscale: bool = False, max_size: int | None = None) -> tu
         new = (max(1, round(orig[0] * s)), max(1, round(orig[1] * s)))
         img = cv2.resize(img, new, interpolation=cv2.INTER_AREA)
     return img, orig
+
+
+def resize_max(img: np.ndarray, max_size: int) -> np.ndarray:
+    """Downscale so that the longer side is at most `max_size` (area interpolation)."""
+    h, w = img.shape[:2]
+    if max(h, w) <= max_size:
+        return img
+    s = max_size / max(h, w)
+    return cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)

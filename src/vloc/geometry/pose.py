@@ -61,6 +61,9 @@ class Pose:
             raise DataError("pose contains NaN or infinite values")
         if np.abs(R @ R.T - np.eye(3)).max() > _ROT_TOL or abs(np.linalg.det(R) - 1) > _ROT_TOL:
             raise DataError(f"pose rotation is not a rotation matrix (det={np.linalg.det(R):.4f})")
+        # project onto SO(3): file formats store rotations with ~1e-7 errors, which
+        # would otherwise swamp sub-0.01 degree rotation errors
+        R = nearest_rotation(R)
         R.setflags(write=False)
         t.setflags(write=False)
         object.__setattr__(self, "R", R)

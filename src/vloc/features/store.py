@@ -1,0 +1,44 @@
+"""HDF5 feature store: one group per image name with keypoints, descriptors,
+scores, scales and the original image size. Plain files a user can open with h5py."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ..errors import MapError
+from .base import Features
+
+
+def _key(name: str) -> str:
+    return name.replace("/", "|")   # image names may contain '/', HDF5 paths may not
+
+
+def write_features(path: Path, features: dict[str, Features]) -> None:
+    with h5py.File(path, "w") as f:
+        for name, feat in features.items():
+            g = f.create_group(_key(name))
+            g.create_dataset("keypoints", data=feat.keypoints.astype(np.float32))
+            g.create_dataset("descriptors", data=feat.descriptors.astype(np.float16))
+            g.create_dataset("scores", data=feat.scores.astype(np.float32))
+            g.create_dataset("scales", data=feat.scales.astype(np.float32))
+            g.attrs["image_size"] = np.asarray(feat.image_size, dtype=np.int64)
+            g.attrs["name"] = name
+
+
+def read_features(path: Path, names=None) -> dict[str, Features]:
+    out = {}
+    try:
+        with h5py.File(path, "r") as f:
+            for key in f:
+                g = f[key]
+                name = str(g.attrs["name"])
+                if names is not None and name not in names:
+                    continue
+                out[name] = Features(g["keypoints"][()], g["descriptors"][()].astype(np.float32),
+                                     g["scores"][()], g["scales"][()],
+                                     tuple(int(v) for v in g.attrs["image_size"]))
+    except (OSError, KeyError) as e:
+        raise MapError(f"cannot read feature store {path}: {e}") from None
+    return out

@@ -1,0 +1,139 @@
+"""Building a structure map from a scene's mapping frames:
+features -> pairs -> matches (verified) -> 3D points (triangulated with known poses,
+lifted from depth, or by SfM) -> map directory."""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from .._libs import pycolmap
+from ..datasets import Frame
+from ..errors import DataError, MapError
+from ..features import Features, make_extractor
+from ..features.store import write_features
+from ..matching import match_mutual_ratio
+from ..matching.geometry import verify_fundamental, verify_with_poses
+from .colmap_db import known_pose_reconstruction, write_database
+from .config import MapConfig
+from .mapdir import atomic_map_dir, write_manifest
+from .pairs import select_pairs
+from .points import points_from_reconstruction, write_points
+
+
+def match_pairs(frames: list[Frame], feats: dict[str, Features], pairs, cfg: MapConfig,
+                use_poses: bool, progress: bool = True) -> dict[tuple[int, int], np.ndarray]:
+    out = {}
+    for i, j in tqdm(pairs, desc="matching", disable=not progress, leave=False):
+        fi, fj = frames[i], frames[j]
+        a, b = feats[fi.name], feats[fj.name]
+        m = match_mutual_ratio(a.descriptors, b.descriptors, cfg.ratio)
+        # threshold given at extraction resolution -> original pixels
+        scale = max(fi.camera.width, fi.camera.height) / min(cfg.resize_max, max(fi.camera.width, fi.camera.height))
+        thr = cfg.epipolar_threshold * scale
+        if use_poses:
+            m = verify_with_poses(a.keypoints, b.keypoints, m, fi.camera, fj.camera,
+                                  fi.cam_from_world, fj.cam_from_world, thr)
+        else:
+            m = verify_fundamental(a.keypoints, b.keypoints, m, thr)
+        if len(m):
+            out[(i, j)] = m
+    return out
+
+
+def _points_mode(frames: list[Frame], cfg: MapConfig) -> str:
+    if cfg.points != "auto":
+        return cfg.points
+    if not all(f.has_pose for f in frames):
+        return "sfm"
+    if all(f.has_depth and f.depth_registered for f in frames):
+        return "depth"
+    return "triangulate"
+
+
+def triangulate(frames, feats, matches, cfg: MapConfig, work: Path):
+    rec = known_pose_reconstruction(frames)
+    db = work / "database.db"
+    write_database(db, rec, frames, feats, matches)
+    opts = pycolmap.IncrementalPipelineOptions()
+    opts.extract_colors = False
+    opts.num_threads = 2
+    opts.triangulation.ignore_two_view_tracks = not cfg.two_view_tracks
+    (work / "tri").mkdir()
+    return pycolmap.triangulate_points(rec, str(db), str(work), str(work / "tri"), options=opts)
+
+
+def build_map(frames: list[Frame], out: Path, config: MapConfig = MapConfig(), source: dict | None = None,
+              overwrite: bool = False, progress: bool = True) -> dict:
+    """Build a structure map from `frames` into directory `out`. Returns the manifest."""
+    frames = list(frames)
+    if len(frames) < 2:
+        raise DataError(f"need at least 2 mapping images, got {len(frames)}")
+    mode = _points_mode(frames, config)
+    if mode in ("triangulate", "depth") and not all(f.has_pose for f in frames):
+        raise DataError(f"points={mode} needs a pose for every mapping frame")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    extractor = make_extractor(config.features, resize_max=config.resize_max,
+                               max_keypoints=config.max_keypoints)
+    feats = _timed(timings, "features", lambda: _extract(extractor, frames, config, progress))
+    pairs = select_pairs(frames, config.pairs, config.num_pairs, config.max_pair_angle)
+    matches = _timed(timings, "matching",
+                     lambda: match_pairs(frames, feats, pairs, config, mode != "sfm", progress))
+    with atomic_map_dir(out, overwrite) as tmp, tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        t = time.perf_counter()
+        if mode == "triangulate":
+            rec = triangulate(frames, feats, matches, config, work)
+        elif mode == "depth":
+            from .depth import lift_depth
+            rec = lift_depth(frames, feats, matches, config)
+        else:
+            from .sfm import run_sfm
+            rec = run_sfm(frames, feats, matches, work)
+        timings["points"] = time.perf_counter() - t
+        if rec.num_points3D() == 0:
+            raise MapError("no 3D point could be made: too few verified matches between mapping images")
+        t = time.perf_counter()
+        pts = points_from_reconstruction(rec, feats, config.point_descriptors)
+        (tmp / "model").mkdir()
+        rec.write(str(tmp / "model"))
+        write_features(tmp / "features.h5", {n: feats[n] for n in (im.name for im in rec.images.values())})
+        write_points(tmp / "points.h5", pts)
+        _write_pairs(tmp, frames, matches)
+        timings["write"] = time.perf_counter() - t
+        timings["total"] = time.perf_counter() - t0
+        stats = {"images": rec.num_reg_images(), "points": len(pts), "descriptors": len(pts.descriptors),
+                 "mean_track_length": float(np.mean(pts.track_length)), "pairs": len(pairs),
+                 "verified_pairs": len(matches), "points_mode": mode, "timings": timings,
+                 "mean_reprojection_error": float(rec.compute_mean_reprojection_error())}
+        manifest = write_manifest(tmp, "structure", {"map": config.to_dict(), "extractor": extractor.config_dict()},
+                                  source or {}, stats)
+    return manifest
+
+
+def _extract(extractor, frames, cfg, progress):
+    from .extract import extract_frames
+    return extract_frames(extractor, frames, cfg.resize_max, progress)
+
+
+def _timed(timings: dict, key: str, fn):
+    t = time.perf_counter()
+    out = fn()
+    timings[key] = time.perf_counter() - t
+    return out
+
+
+def _write_pairs(map_dir: Path, frames, matches) -> None:
+    """Verified matches as plain files: pairs.txt and matches.h5 (group per pair)."""
+    with open(map_dir / "pairs.txt", "w") as f:
+        for i, j in matches:
+            f.write(f"{frames[i].name} {frames[j].name}\n")
+    with h5py.File(map_dir / "matches.h5", "w") as h:
+        for (i, j), m in matches.items():
+            d = h.create_dataset(f"{i}-{j}", data=m.astype(np.uint32))
+            d.attrs["image0"], d.attrs["image1"] = frames[i].name, frames[j].name

@@ -1,0 +1,58 @@
+"""Map-building configuration: a frozen dataclass with defaults, from TOML or flags,
+stored in the map's manifest."""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from ..errors import VlocError
+
+
+@dataclass(frozen=True)
+class MapConfig:
+    features: str = "sift"             # registry name: sift, rootsift
+    resize_max: int = 1600             # longer side for feature extraction
+    max_keypoints: int = 8192
+    pairs: str = "auto"                # auto | exhaustive | poses
+    num_pairs: int = 20                # neighbours per image for pose-based pairs
+    max_pair_angle: float = 75.0       # degrees between optical axes for pose-based pairs
+    ratio: float = 0.8                 # Lowe's ratio for 2D-2D matching
+    epipolar_threshold: float = 4.0    # px at extraction resolution, pose-based verification
+    points: str = "auto"               # auto | triangulate | depth | sfm
+    point_descriptors: str = "all"     # all (one per observation) | mean (one per point)
+    two_view_tracks: bool = True       # keep points seen in two images only
+    max_depth: float = 0.0             # RGB-D lifting: ignore depth beyond (0 = no limit)
+
+    def __post_init__(self):
+        choices = {"pairs": ("auto", "exhaustive", "poses"),
+                   "points": ("auto", "triangulate", "depth", "sfm"),
+                   "point_descriptors": ("all", "mean")}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise VlocError(f"map option {key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
+        if self.resize_max < 64:
+            raise VlocError(f"resize_max must be >= 64, got {self.resize_max}")
+        if not 0 < self.ratio <= 1:
+            raise VlocError(f"ratio must be in (0, 1], got {self.ratio}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MapConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise VlocError(f"unknown map option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**d)
+
+    @classmethod
+    def from_toml(cls, path, overrides: dict | None = None) -> MapConfig:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise VlocError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise VlocError(f"bad TOML in {path}: {e}") from None
+        return cls.from_dict({**data.get("map", data), **(overrides or {})})

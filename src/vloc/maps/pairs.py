@@ -1,0 +1,38 @@
+"""Which mapping images to match with each other."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from ..datasets import Frame
+
+
+def exhaustive_pairs(frames: list[Frame]) -> list[tuple[int, int]]:
+    return list(itertools.combinations(range(len(frames)), 2))
+
+
+def pairs_from_poses(frames: list[Frame], num: int = 20, max_angle_deg: float = 75.0) -> list[tuple[int, int]]:
+    """For each image, its `num` nearest images (camera centres) among those whose
+    viewing directions differ by less than `max_angle_deg` (as hloc's pairs_from_poses)."""
+    centers = np.array([f.cam_from_world.center for f in frames])
+    dirs = np.array([f.cam_from_world.R[2] for f in frames])        # optical axes in world
+    dist = np.linalg.norm(centers[:, None] - centers[None], axis=2)
+    cosang = np.clip(dirs @ dirs.T, -1, 1)
+    dist[cosang < np.cos(np.radians(max_angle_deg))] = np.inf
+    np.fill_diagonal(dist, np.inf)
+    pairs = set()
+    for i in range(len(frames)):
+        order = np.argsort(dist[i], kind="stable")[:num]
+        for j in order:
+            if np.isfinite(dist[i, j]):
+                pairs.add((min(i, j), max(i, j)))
+    return sorted(pairs)
+
+
+def select_pairs(frames: list[Frame], strategy: str, num: int, max_angle_deg: float) -> list[tuple[int, int]]:
+    """`auto`: exhaustive up to `num + 1` images (every image would be paired anyway), else from poses."""
+    has_poses = all(f.has_pose for f in frames)
+    if strategy == "exhaustive" or (strategy == "auto" and (len(frames) <= num + 1 or not has_poses)):
+        return exhaustive_pairs(frames)
+    return pairs_from_poses(frames, num, max_angle_deg)

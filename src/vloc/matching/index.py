@@ -1,0 +1,67 @@
+"""2D-3D matching: query descriptors against a map's point descriptors with a FAISS
+index (exact for small maps, IVF beyond), Lowe's ratio test between distinct points."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from ..errors import MapError
+
+FLAT_MAX = 60_000      # descriptors; above this an IVF index is used
+
+
+def build_faiss_index(descriptors: np.ndarray, kind: str = "auto", seed: int = 0):
+    """'flat' (exact L2), 'ivf' (IVF-Flat, nlist ~ 4 sqrt(M)) or 'auto' by size."""
+    x = np.ascontiguousarray(descriptors, dtype=np.float32)
+    m, d = x.shape
+    if kind == "auto":
+        kind = "flat" if m <= FLAT_MAX else "ivf"
+    if kind == "flat":
+        index = faiss.IndexFlatL2(d)
+    elif kind == "ivf":
+        nlist = int(min(max(16, 4 * np.sqrt(m)), m // 8))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
+        rng = np.random.default_rng(seed)
+        train = x[rng.choice(m, size=min(m, 40 * nlist), replace=False)]
+        index.cp.seed = seed
+        index.train(train)
+        index.nprobe = 16
+    else:
+        raise ValueError(f"unknown index kind {kind!r}")
+    index.add(x)
+    return index
+
+
+def save_index(index, path: Path) -> None:
+    faiss.write_index(index, str(path))      # FAISS's own binary format (no pickle)
+
+
+def load_index(path: Path):
+    try:
+        index = faiss.read_index(str(path))
+    except RuntimeError as e:
+        raise MapError(f"cannot read descriptor index {path}: {e}") from None
+    return index
+
+
+def match_to_points(index, owner: np.ndarray, query_desc: np.ndarray, ratio: float = 0.8,
+                    k: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """(query indices, point indices) of matches passing the ratio test, where the
+    second neighbour is the nearest descriptor of a *different* point (several
+    descriptors of one point never reject each other)."""
+    if len(query_desc) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    dist, idx = index.search(np.ascontiguousarray(query_desc, dtype=np.float32), k)
+    valid = idx >= 0
+    pts = np.where(valid, owner[np.maximum(idx, 0)], -1)
+    first = pts[:, 0]
+    other = valid & (pts != first[:, None])
+    other[:, 0] = False
+    has_second = other.any(axis=1)
+    j2 = np.argmax(other, axis=1)
+    d2 = np.where(has_second, dist[np.arange(len(dist)), j2], np.inf)
+    keep = valid[:, 0] & (dist[:, 0] < (ratio ** 2) * d2)
+    q = np.nonzero(keep)[0]
+    return q, first[q].astype(np.int64)
