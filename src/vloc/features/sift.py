@@ -11,9 +11,9 @@ from .base import Features
 
 @dataclass(frozen=True)
 class SiftConfig:
-    max_keypoints: int = 8192          # strongest by detector response; 0 = no limit
+    max_keypoints: int = 4096          # strongest by detector response; 0 = no limit
     resize_max: int = 1600             # longer image side for extraction
-    contrast_threshold: float = 0.02   # OpenCV's default is 0.04; lower finds more on weak texture
+    contrast_threshold: float = 0.04   # OpenCV default; lower finds more on weak texture (slower)
     edge_threshold: float = 10.0
     n_octave_layers: int = 3
     root: bool = False                 # RootSIFT (Arandjelovic & Zisserman 2012)
@@ -25,7 +25,7 @@ class Sift:
     def __init__(self, config: SiftConfig = SiftConfig()):
         self.config = config
         self.name = "rootsift" if config.root else "sift"
-        self._sift = cv2.SIFT_create(nfeatures=0, nOctaveLayers=config.n_octave_layers,
+        self._sift = cv2.SIFT_create(nfeatures=config.max_keypoints, nOctaveLayers=config.n_octave_layers,
                                      contrastThreshold=config.contrast_threshold,
                                      edgeThreshold=config.edge_threshold)
 

@@ -79,7 +79,7 @@ def build_map(frames: list[Frame], out: Path, config: MapConfig = MapConfig(), s
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     extractor = make_extractor(config.features, resize_max=config.resize_max,
-                               max_keypoints=config.max_keypoints)
+                               max_keypoints=config.max_keypoints, **config.feature_options)
     feats = _timed(timings, "features", lambda: _extract(extractor, frames, config, progress))
     pairs = select_pairs(frames, config.pairs, config.num_pairs, config.max_pair_angle)
     matches = _timed(timings, "matching",

@@ -3,7 +3,7 @@ stored in the map's manifest."""
 from __future__ import annotations
 
 import tomllib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..errors import VlocError
@@ -13,7 +13,8 @@ from ..errors import VlocError
 class MapConfig:
     features: str = "sift"             # registry name: sift, rootsift
     resize_max: int = 1600             # longer side for feature extraction
-    max_keypoints: int = 8192
+    max_keypoints: int = 4096
+    feature_options: dict = field(default_factory=dict)   # extractor-specific, e.g. contrast_threshold
     pairs: str = "auto"                # auto | exhaustive | poses
     num_pairs: int = 20                # neighbours per image for pose-based pairs
     max_pair_angle: float = 75.0       # degrees between optical axes for pose-based pairs

@@ -1,0 +1,81 @@
+"""The evaluation driver: for each fold of a split, build a map (or use a given one),
+localize every query and compare with ground truth."""
+from __future__ import annotations
+
+import resource
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..datasets import Scene
+from ..errors import DataError
+from ..localizers.base import Query
+from .metrics import QueryResult, query_result, summarize
+from .presets import default_preset, thresholds_for
+
+
+@dataclass
+class EvaluationRun:
+    results: list[QueryResult]
+    summary: dict
+    meta: dict
+    config: dict
+    maps: list[dict] = field(default_factory=list)   # per fold: map stats and build seconds
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def evaluate(scene: Scene, split: str, method: str = "structure", map_config=None,
+             map_dir: Path | None = None, preset: str | None = None, known_intrinsics: bool = True,
+             work_dir: Path | None = None, progress: bool = True) -> EvaluationRun:
+    """Evaluate `method` on `scene` with the named split. With `map_dir`, queries of the
+    (single-fold) split are localized against that map instead of building one."""
+    from ..localizers.registry import get_method, load_localizer
+    folds = scene.split(split)
+    if not any(f.query for f in folds):
+        raise DataError(f"split {split!r} of {scene.name} has no query frame")
+    m = get_method(method)
+    map_config = map_config if map_config is not None else m.config_type()
+    results: list[QueryResult] = []
+    maps: list[dict] = []
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        for k, fold in enumerate(folds):
+            t = time.perf_counter()
+            if map_dir is None:
+                fold_map = Path(tmp) / f"map{k}"
+                manifest = m.build(list(fold.mapping), fold_map, map_config,
+                                   source=_source(scene, split, fold), progress=progress and len(folds) == 1)
+                maps.append({"fold": fold.name, "build_seconds": time.perf_counter() - t,
+                             "stats": manifest["stats"]})
+                localizer = m.load(fold_map)
+            else:
+                localizer = load_localizer(map_dir)
+            queries = [f for f in fold.query if f.has_pose]
+            for frame in tqdm(queries, desc=f"{scene.name} {fold.name}", disable=not progress, leave=False):
+                q = Query(frame.name, image_path=frame.image_path,
+                          camera=frame.camera if known_intrinsics else None)
+                t = time.perf_counter()
+                est = localizer.localize(q)
+                seconds = time.perf_counter() - t
+                results.append(query_result(frame.name, est, frame.cam_from_world, seconds,
+                                            fold=fold.name, peak_memory_mb=peak_rss_mb()))
+    preset = preset or default_preset(scene)
+    scale = scene.scale()
+    summary = summarize(results, thresholds_for(preset, scale))
+    if maps:
+        summary["median_map_seconds"] = sorted(mm["build_seconds"] for mm in maps)[len(maps) // 2]
+    meta = {"scene": scene.name, "format": scene.format, "method": method, "split": split,
+            "preset": preset, "scene_scale": scale, "folds": len(folds),
+            "known_intrinsics": known_intrinsics}
+    config = {"map": map_config.to_dict() if hasattr(map_config, "to_dict") else {}}
+    return EvaluationRun(results, summary, meta, config, maps)
+
+
+def _source(scene: Scene, split: str, fold) -> dict:
+    return {"scene": scene.name, "path": str(scene.root), "format": scene.format, "split": split,
+            "fold": fold.name, "frames": [f.name for f in fold.mapping]}

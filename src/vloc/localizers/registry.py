@@ -1,0 +1,41 @@
+"""Localization methods by name: how to build a map for each and how to load it.
+A plain dict (no import magic); later families add their entries here."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ..errors import VlocError
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    build: Callable        # build(frames, out_dir, config, source=..., overwrite=..., progress=...) -> manifest
+    load: Callable         # load(map_dir) -> Localizer
+    config_type: type      # map config dataclass (from_dict)
+    description: str
+
+
+def _structure() -> Method:
+    from ..maps.build import build_map
+    from ..maps.config import MapConfig
+    from .structure import StructureLocalizer
+    return Method("structure", build_map, StructureLocalizer.load, MapConfig,
+                  "direct 2D-3D matching of local features against the map points, PoseLib LO-RANSAC")
+
+
+METHODS: dict[str, Callable[[], Method]] = {"structure": _structure}
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise VlocError(f"unknown method {name!r}; available: {', '.join(METHODS)}")
+    return METHODS[name]()
+
+
+def load_localizer(map_dir):
+    """Load whatever localizer a map was built for (read from its manifest)."""
+    from ..maps.mapdir import read_manifest
+    manifest = read_manifest(map_dir, verify="none")
+    return get_method(manifest.get("method", "structure")).load(map_dir)
