@@ -383,7 +383,7 @@ def room_world(size=(10.0, 8.0, 3.0), *, objects: bool = True, texel: float = 0.
              seed=13, offset=(0.45, 0.2), name="wall_north", **wall),
         rect((0, -b, H / 2), y, z, W, H, ("chelsea", "hubble_deep_field", "page", "gravel"),
              seed=14, offset=(1.1, 0.6), name="wall_south", **wall),
-        rect((a, 0, H / 2), -x, z, D, H, ("camera", "coins", "coffee", "immunohistochemistry"),
+        rect((a, 0, H / 2), -x, z, D, H, ("camera", "grass", "coffee", "immunohistochemistry"),
              seed=15, offset=(0.8, 0.35), tint=(1.0, 0.93, 0.85), name="wall_east", **wall),
         rect((-a, 0, H / 2), x, z, D, H, ("rocket", "astronaut", "text", "brick"), seed=16,
              offset=(0.2, 0.9), tint=(0.95, 1.0, 0.92), name="wall_west", **wall),
@@ -541,10 +541,15 @@ def _tiles(quad: Quad, atlas: TextureAtlas, X: np.ndarray, Y: np.ndarray) -> _Ti
     x_lo, x_hi = int(np.floor(X.min() / S)) - 1, int(np.floor(X.max() / S)) + 1
     y_lo, y_hi = int(np.floor(Y.min() / S)) - 1, int(np.floor(Y.max() / S)) + 1
     tx, ty = np.meshgrid(np.arange(x_lo, x_hi + 1), np.arange(y_lo, y_hi + 1), indexing="ij")
-    h = _tile_hash(tx.ravel(), ty.ravel(), quad.seed)
+    tx, ty = tx.ravel(), ty.ravel()
+    h = _tile_hash(tx, ty, quad.seed)
     ids = np.array([atlas.index(n) for n in quad.textures], np.int64)
-    return _Tiles(x_lo, y_lo, x_hi - x_lo + 1, y_hi - y_lo + 1,
-                  ids[(h % np.uint64(len(ids))).astype(np.int64)],
+    n = len(ids)
+    # neighbouring tiles (also diagonally) show different photos where the quad has
+    # enough of them; the mirroring is random per tile
+    step = (2 if n >= 4 else 1) if n > 1 else 0
+    pick = (tx + step * ty + quad.seed) % n if n <= 4 else (h % np.uint64(n)).astype(np.int64)
+    return _Tiles(x_lo, y_lo, x_hi - x_lo + 1, y_hi - y_lo + 1, ids[pick],
                   (h & np.uint64(1 << 20)) != 0, (h & np.uint64(1 << 21)) != 0)
 
 
@@ -706,7 +711,7 @@ def room_trajectory(world: World, n: int, seed: int = 0) -> list[Pose]:
         rho = 0.56 + 0.1 * math.sin(2 * np.pi * tau) + 0.03 * math.sin(10 * np.pi * tau + ph[1])
         center = np.array([cx + rho * a * math.cos(phi), cy + rho * b * math.sin(phi),
                            lo[2] + H * (0.52 + 0.1 * math.sin(6 * np.pi * tau + ph[2]))])
-        yaw = phi + np.pi * 0.5 * (1 - math.cos(2 * np.pi * tau)) + 0.25 * math.sin(8 * np.pi * tau + ph[3])
+        yaw = phi + np.pi * 0.5 * (1 - math.cos(2 * np.pi * tau)) + 0.15 * math.sin(6 * np.pi * tau + ph[3])
         pitch = math.radians(-6.0 + 9.0 * math.sin(10 * np.pi * tau + ph[4]))
         roll = math.radians(3.0 * math.sin(14 * np.pi * tau + ph[5]))
         if not world.is_free(center, margin=0.3)[0]:

@@ -1,0 +1,94 @@
+"""Core benchmark (issue 2): map + localize + evaluate with the structure-based
+localizer on every scene of ../shared/data that has query ground truth, with the
+reference splits. Prints a Markdown table and writes JSON.
+
+    python benchmarks/core.py [--data ../shared/data] [--scenes fountain-P11 ...] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import vloc
+from vloc.evaluation import markdown_table, to_json, versions
+from vloc.evaluation.run import evaluate
+from vloc.maps.config import MapConfig
+
+# (scene path relative to the data folder, split, hloc reference from the issue:
+#  median t (cm, or % of scale), median r (deg), recall 5cm/5deg (or 1%/5deg), s/query, s/map)
+SCENES = [
+    ("strecha/fountain-P11", "leave-one-out", (0.36, 0.024, 1.00, 3.42, 21.4)),
+    ("strecha/Herz-Jesus-P8", "leave-one-out", (0.66, 0.027, 1.00, 2.99, 13.4)),
+    ("middlebury_temple/templeRing", "odd-even", (0.08, 0.088, 1.00, 0.53, 3.1)),
+    ("middlebury_temple/templeSparseRing", "leave-one-out", (6.97, 7.586, 0.44, 0.61, 5.9)),
+    ("tum_fr3_long_office_household", "alternate-seconds", (0.56, 0.239, 1.00, 0.89, 12.3)),
+    ("nerf_fox", "every-5", (0.045, 0.011, 1.00, 5.10, 61.3)),
+    ("virtual_gallery_tutorial", "official", (0.32, 0.053, 1.00, 1.63, 13.2)),
+]
+
+
+def headline_recall(summary: dict, relative: bool) -> float:
+    key = "1%/5°" if relative else "5cm/5°"
+    return summary["recall"].get(key, float("nan"))
+
+
+def run_scene(data: Path, rel: str, split: str, ref, config: MapConfig) -> dict:
+    scene = vloc.Scene.load(data / rel)
+    t = time.perf_counter()
+    run = evaluate(scene, split, "structure", config, progress=False)
+    s = run.summary
+    relative = run.meta["preset"] == "relative"
+    unit = 100.0 / run.meta["scene_scale"] if relative else 100.0     # % of scale or cm
+    med_t = s["median_translation_error"] * unit
+    row = {
+        "scene": rel, "split": split, "queries": s["queries"], "failures": s["failures"],
+        "median t": f"{med_t:.3g} {'%' if relative else 'cm'}", "median r (°)": round(s["median_rotation_error"], 4),
+        "recall": f"{100 * headline_recall(s, relative):.0f} %",
+        "s/query": round(s["median_seconds"], 3), "s/map": round(s.get("median_map_seconds", float("nan")), 2),
+        "hloc t": ref[0], "hloc r": ref[1], "hloc s/q": ref[3], "hloc s/map": ref[4],
+    }
+    checks = {
+        "recall >= hloc": headline_recall(s, relative) >= ref[2] - 1e-9,
+        "t <= 1.1x hloc": med_t <= 1.1 * ref[0],
+        "r <= 1.1x hloc": s["median_rotation_error"] <= 1.1 * ref[1],
+        "s/query <= 0.25x hloc (or < 0.25 s)": s["median_seconds"] <= max(0.25 * ref[3], 0.25),
+        "s/map <= 0.5x hloc": s.get("median_map_seconds", 0) <= 0.5 * ref[4],
+    }
+    row["pass"] = "yes" if all(checks.values()) else "NO: " + ", ".join(k for k, v in checks.items() if not v)
+    doc = to_json(run.results, s, run.config, {}, run.meta)
+    return {"row": row, "checks": checks, "evaluation": doc, "maps": run.maps,
+            "wall_seconds": time.perf_counter() - t}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    ap.add_argument("--scenes", nargs="*", help="substrings of scene paths to run (default: all)")
+    ap.add_argument("--json", type=Path, default=Path("benchmarks/out/core.json"))
+    args = ap.parse_args(argv)
+    config = MapConfig()
+    rows, out = [], []
+    for rel, split, ref in SCENES:
+        if args.scenes and not any(s in rel for s in args.scenes):
+            continue
+        r = run_scene(args.data, rel, split, ref, config)
+        rows.append(r["row"])
+        out.append(r)
+        print(f"{rel}: {r['row']}", file=sys.stderr, flush=True)
+    print(markdown_table(rows))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    meta = {"date": time.strftime("%Y-%m-%d"), "commit": commit, "machine": platform.node(),
+            "cpu_count": __import__("os").cpu_count(), "config": config.to_dict(), "versions": versions()}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"meta": meta, "scenes": out}, indent=1, default=str))
+    print(f"JSON: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""The `vloc` command. Thin: each subcommand parses flags and calls the Python API.
+A user's mistake is reported in one line (exit code 2), never as a traceback."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .errors import DataError, VlocError
+
+EXIT_USER_ERROR = 2
+EXIT_SOME_FAILED = 3
+
+
+def _map_config(args):
+    from .maps.config import MapConfig
+    overrides = {}
+    for key in ("features", "resize_max", "max_keypoints", "pairs", "points"):
+        v = getattr(args, key, None)
+        if v is not None:
+            overrides[key] = v
+    if getattr(args, "config", None):
+        return MapConfig.from_toml(args.config, overrides)
+    return MapConfig.from_dict(overrides)
+
+
+def cmd_info(args) -> int:
+    from .datasets import Scene, available_splits
+    scene = Scene.load(args.path, args.format)
+    s = scene.summary()
+    if args.json:
+        print(json.dumps({**s, "available_splits": available_splits(scene)}, indent=2))
+        return 0
+    print(f"{s['name']}  ({s['format']}, {s['root']})")
+    print(f"  frames: {s['frames']}  with image: {s['with_image']}  with pose: {s['with_pose']}  "
+          f"with depth: {s['with_depth']}")
+    print(f"  units: {'metres' if s['metric'] else 'arbitrary (no metric scale)'}  "
+          f"camera spread: {scene.scale():.3g}")
+    print(f"  cameras ({len(s['cameras'])}):")
+    for c in s["cameras"][:5]:
+        print(f"    {c}")
+    if len(s["cameras"]) > 5:
+        print(f"    ... {len(s['cameras']) - 5} more")
+    print(f"  splits: {', '.join(available_splits(scene))}")
+    for name in s["splits"]:
+        m, q = scene.official_splits[name]
+        print(f"    {name}: {len(m)} mapping / {len(q)} query")
+    for n in s["notes"]:
+        print(f"  note: {n}")
+    return 0
+
+
+def cmd_map(args) -> int:
+    from .api import build_map
+    t = time.perf_counter()
+    manifest = build_map(args.data, args.output, _map_config(args), method=args.method, split=args.split,
+                         fold=args.fold, overwrite=args.overwrite, progress=not args.quiet)
+    st = manifest["stats"]
+    print(f"map written to {args.output}: {st['images']} images, {st['points']} points "
+          f"(mean track {st['mean_track_length']:.2f}, reprojection {st['mean_reprojection_error']:.2f} px), "
+          f"{time.perf_counter() - t:.1f} s")
+    return 0
+
+
+def cmd_localize(args) -> int:
+    from .api import load_localizer
+    from .evaluation import write_pose_file
+    from .geometry import Camera
+    from .localizers import Query
+    camera = Camera.from_string(args.camera) if args.camera else None
+    localizer = load_localizer(args.map)
+    poses, records, failed = {}, [], 0
+    for path in args.images:
+        path = Path(path)
+        q = Query(path.name, image_path=path, camera=camera)
+        t = time.perf_counter()
+        try:
+            est = localizer.localize(q)
+        except DataError as e:          # a bad image fails this query, not the others
+            from .localizers import Estimate
+            est = Estimate.failed(str(e))
+        dt = time.perf_counter() - t
+        rec = {"name": str(path), "success": est.success, "inliers": est.inliers,
+               "correspondences": est.correspondences, "seconds": dt, "reason": est.reason,
+               "timings": est.timings}
+        if est.success:
+            p = est.cam_from_world
+            poses[path.name] = p
+            rec.update(q_wxyz=p.q.tolist(), t=p.t.tolist(), center=p.center.tolist())
+            if camera is None and est.camera is not None:
+                rec["estimated_camera"] = str(est.camera)
+            focal = f", f={est.camera.fx:.1f}" if camera is None and est.camera else ""
+            print(f"{path}: OK  inliers {est.inliers}/{est.correspondences}{focal}  centre "
+                  f"{' '.join(f'{v:.4f}' for v in p.center)}  {dt:.2f} s")
+        else:
+            failed += 1
+            print(f"{path}: FAILED  {est.reason}  {dt:.2f} s")
+        records.append(rec)
+    if args.output:
+        write_pose_file(args.output, poses)
+    if args.json:
+        Path(args.json).write_text(json.dumps(records, indent=2))
+    return EXIT_SOME_FAILED if failed else 0
+
+
+def cmd_evaluate(args) -> int:
+    from .datasets import Scene
+    from .evaluation import summary_row, markdown_table, to_json, versions, write_report
+    from .evaluation.report import dumps
+    from .evaluation.run import evaluate
+    if len(args.paths) == 2:
+        map_dir, data = args.paths
+    elif len(args.paths) == 1:
+        map_dir, data = None, args.paths[0]
+    else:
+        raise VlocError("usage: vloc evaluate [MAP] DATA --split NAME")
+    scene = Scene.load(data, args.format)
+    config = _map_config(args)
+    run = evaluate(scene, args.split, args.method, config, map_dir=map_dir, preset=args.preset,
+                   known_intrinsics=not args.unknown_intrinsics, progress=not args.quiet)
+    run.meta["map"] = str(map_dir) if map_dir else None
+    row = summary_row(run.summary, run.meta["preset"], run.meta["scene_scale"])
+    print(markdown_table([{"scene": scene.name, "method": args.method, "split": args.split, **row}]))
+    vers = versions()
+    if args.json:
+        doc = to_json(run.results, run.summary, run.config, vers, run.meta)
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(dumps(doc))
+    if args.report:
+        write_report(args.report, run.results, run.summary, config=run.config, versions=vers, meta=run.meta)
+        print(f"report written to {args.report}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+    return run_demo(out=args.out, quick=args.quick, progress=not args.quiet)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="vloc", description="Visual localization: the 6-DoF pose of a camera "
+                                 "from one image against a map of a known scene.")
+    ap.add_argument("--version", action="version", version=f"vloc {__import__('vloc').__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="what a dataset path holds: format, frames, cameras, poses, depth, splits")
+    p.add_argument("path")
+    p.add_argument("--format", help="dataset format (default: detected)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_info)
+
+    def map_options(p):
+        p.add_argument("--method", default="structure", help="localization method (default: structure)")
+        p.add_argument("--config", help="TOML file with map options ([map] table)")
+        p.add_argument("--features", help="local features: sift, rootsift")
+        p.add_argument("--resize-max", type=int, help="longer image side for features (default 1600)")
+        p.add_argument("--max-keypoints", type=int, help="keypoints per image (default 4096)")
+        p.add_argument("--pairs", choices=["auto", "exhaustive", "poses"])
+        p.add_argument("--points", choices=["auto", "triangulate", "depth", "sfm"],
+                       help="3D points from known poses, RGB-D depth, or SfM (default: auto)")
+        p.add_argument("--format", help="dataset format (default: detected)")
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("map", help="build a map from a dataset's mapping frames")
+    p.add_argument("data")
+    p.add_argument("-o", "--output", required=True, help="map directory to write")
+    p.add_argument("--split", default="all", help="split whose mapping frames to use (default: all)")
+    p.add_argument("--fold", type=int, default=0, help="fold of the split (leave-one-out)")
+    p.add_argument("--overwrite", action="store_true")
+    map_options(p)
+    p.set_defaults(func=cmd_map)
+
+    p = sub.add_parser("localize", help="localize query images against a map")
+    p.add_argument("map")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--camera", help="'MODEL WIDTH HEIGHT PARAMS...' (COLMAP); unknown focal length if omitted")
+    p.add_argument("-o", "--output", help="pose file (name qw qx qy qz tx ty tz, world-to-camera)")
+    p.add_argument("--json", help="per-query details as JSON")
+    p.set_defaults(func=cmd_localize)
+
+    p = sub.add_parser("evaluate", help="localize a split's queries and compare with ground truth")
+    p.add_argument("paths", nargs="+", metavar="[MAP] DATA")
+    p.add_argument("--split", required=True)
+    p.add_argument("--preset", help="thresholds: indoor, outdoor, relative (default: from the scene)")
+    p.add_argument("--unknown-intrinsics", action="store_true", help="estimate the query focal length")
+    p.add_argument("--report", help="directory for results.json, report.md, error_cdf.png, poses.txt")
+    p.add_argument("--json", help="write the results JSON here")
+    map_options(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("demo", help="build a map of the embedded synthetic scene, localize its queries, "
+                       "print the evaluation")
+    p.add_argument("--out", help="keep the scene, map and report here (default: a temporary folder)")
+    p.add_argument("--quick", action="store_true", help="a smaller scene")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except VlocError as e:
+        print(f"vloc: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("vloc: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

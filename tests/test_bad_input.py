@@ -1,0 +1,132 @@
+"""Bad input: a clear one-line error (exit 2) or a failed estimate with a reason;
+never a traceback, never a half-written map."""
+import shutil
+
+import numpy as np
+import pytest
+
+import vloc
+from vloc._libs import cv2
+from vloc.cli import main
+from vloc.errors import DataError, MapError
+from vloc.localizers import Query
+
+TEMPLE = "middlebury_temple/templeRing"
+
+
+@pytest.fixture(scope="module")
+def temple(shared_data):
+    return vloc.Scene.load(shared_data / TEMPLE)
+
+
+@pytest.fixture(scope="module")
+def small_map(temple, tmp_path_factory):
+    out = tmp_path_factory.mktemp("m") / "map"
+    frames = [f for f in temple.split("odd-even")[0].mapping][:5]
+    vloc.build_map(frames, out, progress=False)
+    return out
+
+
+def _one_line_error(capsys, code, argv, needle):
+    assert main(argv) == code
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and err.count("\n") == 0, err
+    assert needle in err, err
+
+
+def test_unknown_format_and_missing_path(tmp_path, capsys):
+    _one_line_error(capsys, 2, ["info", str(tmp_path)], "unknown dataset format")
+    _one_line_error(capsys, 2, ["info", str(tmp_path / "missing")], "no such file")
+
+
+def test_unknown_split(temple, capsys):
+    _one_line_error(capsys, 2, ["evaluate", str(temple.root), "--split", "weird", "-q"], "unknown split")
+
+
+def test_bad_camera_strings(small_map, temple, capsys):
+    img = str(temple.frames[1].image_path)
+    _one_line_error(capsys, 2, ["localize", str(small_map), img, "--camera", "PINHOLE 640 480 0 0 320 240"],
+                    "focal length must be positive")
+    _one_line_error(capsys, 2, ["localize", str(small_map), img, "--camera", "PINHOLE 640 480 nan 5 320 240"],
+                    "finite")
+    _one_line_error(capsys, 2, ["localize", str(small_map), img, "--camera", "PINHOL 640 480 5 5 320 240"],
+                    "unknown camera model")
+
+
+def test_bad_images_fail_the_query_with_a_reason(small_map, temple, tmp_path, capsys):
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    black = tmp_path / "black.png"
+    cv2.imwrite(str(black), np.zeros((480, 640), np.uint8))
+    cam = str(temple.frames[0].camera)
+    code = main(["localize", str(small_map), str(corrupt), str(empty), str(tmp_path / "missing.jpg"),
+                 str(black), "--camera", cam])
+    out = capsys.readouterr().out
+    assert code == 3
+    assert "cannot decode image" in out and "image file is empty" in out and "image not found" in out
+    assert out.count("FAILED") == 4 and "no 2D-3D match" in out
+
+
+def test_wrong_image_size_for_camera(small_map, temple):
+    loc = vloc.load_localizer(small_map)
+    cam = temple.frames[0].camera.scaled(0.5)
+    with pytest.raises(DataError, match="but the camera says"):
+        loc.localize(Query("q", image_path=temple.frames[1].image_path, camera=cam))
+
+
+def test_too_few_matches_is_a_failed_estimate(small_map, temple):
+    loc = vloc.load_localizer(small_map)
+    rng = np.random.default_rng(0)
+    noise = (rng.random((480, 640)) * 255).astype(np.uint8)
+    est = loc.localize(Query("noise", image=noise, camera=temple.frames[0].camera))
+    assert not est.success and est.cam_from_world is None
+    assert "inliers" in est.reason or "match" in est.reason
+
+
+def test_empty_truncated_and_foreign_maps(small_map, tmp_path, capsys):
+    img = "x.jpg"
+    _one_line_error(capsys, 2, ["localize", str(tmp_path), img], "not a vloc map")
+    bad = tmp_path / "trunc"
+    shutil.copytree(small_map, bad)
+    p = bad / "points.h5"
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    _one_line_error(capsys, 2, ["localize", str(bad), img], "truncated")
+    gone = tmp_path / "gone"
+    shutil.copytree(small_map, gone)
+    (gone / "points.h5").unlink()
+    with pytest.raises(MapError, match="missing"):
+        vloc.load_localizer(gone)
+    (bad / "manifest.json").write_text("{not json")
+    with pytest.raises(MapError, match="corrupt map manifest"):
+        vloc.load_localizer(bad)
+
+
+def test_failed_build_leaves_no_half_written_map(temple, tmp_path):
+    frames = list(temple.split("odd-even")[0].mapping)[:4]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"garbage")
+    frames[2] = frames[2].__class__(**{**frames[2].__dict__, "image_path": broken})
+    out = tmp_path / "map"
+    with pytest.raises(DataError, match="cannot decode image"):
+        vloc.build_map(frames, out, progress=False)
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == [broken]      # no temporary directory left behind
+
+
+def test_existing_output_needs_overwrite(small_map, temple, capsys):
+    _one_line_error(capsys, 2, ["map", str(temple.root), "--split", "odd-even", "-o", str(small_map), "-q"],
+                    "output exists")
+
+
+def test_crash_while_writing_leaves_no_map(temple, tmp_path, monkeypatch):
+    import vloc.maps.build as build
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+    monkeypatch.setattr(build, "write_points", boom)
+    out = tmp_path / "map"
+    with pytest.raises(OSError, match="disk full"):
+        vloc.build_map(list(temple.split("odd-even")[0].mapping)[:3], out, progress=False)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
