@@ -53,6 +53,8 @@ __all__ = [
 MANIFEST = _fmt.MANIFEST
 DEPTH_SCALE = 0.001          # depth PNG value * DEPTH_SCALE = metres
 NEAR = 1e-3                  # nearest visible distance along the optical axis (m)
+EDGE_EPS = 1e-9              # quads are closed a little beyond their edges: no cracks at seams
+RENDER_VERSION = 1           # bump when the renderer's output changes (cached scenes are re-made)
 
 # ---------------------------------------------------------------------------
 # textures
@@ -373,20 +375,19 @@ def room_world(size=(10.0, 8.0, 3.0), *, objects: bool = True, texel: float = 0.
         raise DataError(f"room size must be at least 6 x 5 x 2.4 m, got {W} x {D} x {H}")
     a, b = W / 2, D / 2
     x, y, z = np.eye(3)
-    wall = dict(texel=texel)
     quads = [
         rect((0, 0, 0), z, y, W, D, ("gravel", "grass", "brick"), seed=11, offset=(0.31, 0.77),
-             name="floor", **wall),
+             name="floor", texel=texel),
         rect((0, 0, H), -z, y, W, D, ("page", "text", "coins"), seed=12, offset=(0.13, 0.52),
-             tint=(1.0, 0.96, 0.88), name="ceiling", **wall),
+             tint=(1.0, 0.96, 0.88), name="ceiling", texel=texel),
         rect((0, b, H / 2), -y, z, W, H, ("astronaut", "coffee", "rocket", "immunohistochemistry"),
-             seed=13, offset=(0.45, 0.2), name="wall_north", **wall),
+             seed=13, offset=(0.45, 0.2), name="wall_north", texel=texel),
         rect((0, -b, H / 2), y, z, W, H, ("chelsea", "hubble_deep_field", "page", "gravel"),
-             seed=14, offset=(1.1, 0.6), name="wall_south", **wall),
+             seed=14, offset=(1.1, 0.6), name="wall_south", texel=texel),
         rect((a, 0, H / 2), -x, z, D, H, ("camera", "grass", "coffee", "immunohistochemistry"),
-             seed=15, offset=(0.8, 0.35), tint=(1.0, 0.93, 0.85), name="wall_east", **wall),
+             seed=15, offset=(0.8, 0.35), tint=(1.0, 0.93, 0.85), name="wall_east", texel=texel),
         rect((-a, 0, H / 2), x, z, D, H, ("rocket", "astronaut", "text", "brick"), seed=16,
-             offset=(0.2, 0.9), tint=(0.95, 1.0, 0.92), name="wall_west", **wall),
+             offset=(0.2, 0.9), tint=(0.95, 1.0, 0.92), name="wall_west", texel=texel),
     ]
     blocks: list[Block] = []
     if objects:
@@ -502,7 +503,8 @@ def raycast(world: World, camera: Camera, cam_from_world: Pose) -> tuple[np.ndar
             s = (al[0] * x + al[1] * y + al[2]) / D
             t = (be[0] * x + be[1] * y + be[2]) / D
             zb = depth[i0:i1 + 1, j0:j1 + 1]
-            hit = (lam > NEAR) & (lam < zb) & (s >= 0) & (s <= 1) & (t >= 0) & (t <= 1)
+            hit = (lam > NEAR) & (lam < zb) & (s >= -EDGE_EPS) & (s <= 1 + EDGE_EPS) \
+                & (t >= -EDGE_EPS) & (t <= 1 + EDGE_EPS)
             zb[hit] = lam[hit]
             qid[i0:i1 + 1, j0:j1 + 1][hit] = k
     return depth, qid
@@ -671,8 +673,8 @@ def render(world: World, camera: Camera, cam_from_world: Pose, *, supersample: i
 
 def pose_from_view(center, yaw: float, pitch: float = 0.0, roll: float = 0.0) -> Pose:
     """`cam_from_world` of a camera at `center` (z-up world) looking along heading
-    `yaw` (radians, from +x towards +y), tilted up by `pitch` and rolled by `roll`
-    (clockwise as seen by the camera)."""
+    `yaw` (radians, from +x towards +y), tilted up by `pitch` (radians) and rotated
+    by `roll` (radians) about its optical axis."""
     f = np.array([math.cos(pitch) * math.cos(yaw), math.cos(pitch) * math.sin(yaw), math.sin(pitch)])
     right = _unit(np.cross(f, [0.0, 0.0, 1.0]))
     down = np.cross(f, right)
@@ -825,14 +827,22 @@ def build_world(config: SyntheticConfig) -> World:
     return _WORLDS[config.world][0](config)
 
 
-def scene_poses(config: SyntheticConfig, world: World | None = None) -> tuple[list[Pose], list[Pose]]:
-    """(mapping poses, query poses) of a config, exactly as `generate_scene` writes
-    them (rotations round-tripped through the stored quaternions)."""
-    world = build_world(config) if world is None else world
+def _scene_qt(config: SyntheticConfig, world: World) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(role, q_wxyz, t) of every frame: the quaternion written to the manifest is
+    the one the rendered pose is built from, so files and renders agree bit for bit."""
     mapping = _WORLDS[config.world][1](world, config.n_mapping, config.seed)
     queries = query_poses(world, mapping, config.n_query, config.seed, config.query_offset,
                           config.query_angle)
-    return [Pose.from_qt(p.q, p.t) for p in mapping], [Pose.from_qt(p.q, p.t) for p in queries]
+    return [("mapping", p.q, p.t) for p in mapping] + [("query", p.q, p.t) for p in queries]
+
+
+def scene_poses(config: SyntheticConfig, world: World | None = None) -> tuple[list[Pose], list[Pose]]:
+    """(mapping poses, query poses) of a config, exactly as `generate_scene` writes
+    them (built from the stored quaternions)."""
+    world = build_world(config) if world is None else world
+    qt = _scene_qt(config, world)
+    return ([Pose.from_qt(q, t) for role, q, t in qt if role == "mapping"],
+            [Pose.from_qt(q, t) for role, q, t in qt if role == "query"])
 
 
 def _write_png(path: Path, img: np.ndarray) -> None:
@@ -864,16 +874,18 @@ def generate_scene(out_dir, config: SyntheticConfig = SyntheticConfig(), *, over
         raise DataError(f"config must be a SyntheticConfig, got {type(config).__name__}")
     if out_dir.exists() and not overwrite:
         if (out_dir / MANIFEST).is_file():
-            if _fmt.read_manifest(out_dir).get("config") == config.to_dict():
+            if _same_scene(out_dir, config):
                 return _fmt.load(out_dir)
-            raise DataError(f"{out_dir} holds a synthetic scene of another config; "
-                            f"pass overwrite=True to replace it")
+            raise DataError(f"{out_dir} holds a synthetic scene of another config or renderer "
+                            f"version; pass overwrite=True to replace it")
         if not out_dir.is_dir() or any(out_dir.iterdir()):
             raise DataError(f"{out_dir} exists and is not an empty folder")
     world = build_world(config)
     camera = config.camera()
-    mapping, queries = scene_poses(config, world)
-    jobs = [("mapping", i, p) for i, p in enumerate(mapping)] + [("query", i, p) for i, p in enumerate(queries)]
+    jobs, count = [], {}
+    for role, q, t in _scene_qt(config, world):
+        count[role] = count.get(role, -1) + 1
+        jobs.append((f"{role}/{count[role]:04d}.png", role, q, t))
     texture_atlas(world.textures, config.texture_size)   # load the photos before the progress bar
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
@@ -881,18 +893,19 @@ def generate_scene(out_dir, config: SyntheticConfig = SyntheticConfig(), *, over
         from tqdm import tqdm
         show = sys.stderr.isatty() if progress is None else bool(progress)
         records = []
-        for role, i, pose in tqdm(jobs, desc=f"rendering {config.name}", unit="frame",
-                                  disable=not show or len(jobs) < 2, leave=False):
+        for name, role, q, t in tqdm(jobs, desc=f"rendering {config.name}", unit="frame",
+                                     disable=not show or len(jobs) < 2, leave=False):
+            pose = Pose.from_qt(q, t)
             rgb, depth = render(world, camera, pose, supersample=config.supersample,
                                 texture_size=config.texture_size)
-            name = f"{role}/{i:04d}.png"
             _write_png(tmp / name, rgb)
             _write_png(tmp / "depth" / name, depth_to_png(depth))
             records.append({"name": name, "image": name, "depth": f"depth/{name}", "role": role,
-                            "cam_from_world": {"qvec_wxyz": pose.q.tolist(), "t": pose.t.tolist()}})
+                            "cam_from_world": {"qvec_wxyz": q.tolist(), "t": t.tolist()}})
         manifest = {
             "format": _fmt.FORMAT_TAG, "version": _fmt.FORMAT_VERSION,
             "generator": "vloc.datasets.synthetic",
+            "render_version": RENDER_VERSION,
             "config": config.to_dict(),
             "camera": {"model": camera.model, "width": camera.width, "height": camera.height,
                        "params": list(camera.params)},
@@ -904,13 +917,28 @@ def generate_scene(out_dir, config: SyntheticConfig = SyntheticConfig(), *, over
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         old = None
-        if out_dir.exists():
+        if out_dir.exists() and overwrite:
             old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
             os.replace(out_dir, old / "scene")
-        os.replace(tmp, out_dir)
+        try:
+            if out_dir.is_dir() and not any(out_dir.iterdir()):
+                out_dir.rmdir()
+            os.replace(tmp, out_dir)
+        except OSError:
+            # another process finished the same scene first: keep theirs
+            if (out_dir / MANIFEST).is_file() and _same_scene(out_dir, config):
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                raise DataError(f"cannot move the generated scene into {out_dir}: it appeared "
+                                f"meanwhile with other content") from None
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return _fmt.load(out_dir)
+
+
+def _same_scene(root: Path, config: SyntheticConfig) -> bool:
+    m = _fmt.read_manifest(root)
+    return m.get("config") == config.to_dict() and m.get("render_version") == RENDER_VERSION
