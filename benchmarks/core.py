@@ -17,6 +17,8 @@ from pathlib import Path
 import vloc
 from vloc.evaluation import markdown_table, to_json, versions
 from vloc.evaluation.run import evaluate
+from vloc.estimation import PoseConfig
+from vloc.localizers.structure import StructureConfig
 from vloc.maps.config import MapConfig
 
 # (scene path relative to the data folder, split, hloc reference from the issue:
@@ -37,10 +39,10 @@ def headline_recall(summary: dict, relative: bool) -> float:
     return summary["recall"].get(key, float("nan"))
 
 
-def run_scene(data: Path, rel: str, split: str, ref, config: MapConfig) -> dict:
+def run_scene(data: Path, rel: str, split: str, ref, config: MapConfig, loc_config: StructureConfig) -> dict:
     scene = vloc.Scene.load(data / rel)
     t = time.perf_counter()
-    run = evaluate(scene, split, "structure", config, progress=False)
+    run = evaluate(scene, split, "structure", config, localizer_config=loc_config, progress=False)
     s = run.summary
     relative = run.meta["preset"] == "relative"
     unit = 100.0 / run.meta["scene_scale"] if relative else 100.0     # % of scale or cm
@@ -70,20 +72,29 @@ def main(argv=None) -> int:
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     ap.add_argument("--scenes", nargs="*", help="substrings of scene paths to run (default: all)")
     ap.add_argument("--json", type=Path, default=Path("benchmarks/out/core.json"))
+    ap.add_argument("--features", default=MapConfig.features, help="local features (default: %(default)s)")
+    ap.add_argument("--refine-loss", default=PoseConfig.refine_loss, help="PoseLib refinement loss")
+    ap.add_argument("--map", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="other map options, e.g. point_descriptors=mean resize_max=1024")
     args = ap.parse_args(argv)
-    config = MapConfig()
+    extra = {}
+    for kv in args.map:
+        key, _, value = kv.partition("=")
+        extra[key] = type(getattr(MapConfig, key))(value)
+    config = MapConfig(features=args.features, **extra)
+    loc_config = StructureConfig(pose=PoseConfig(refine_loss=args.refine_loss))
     rows, out = [], []
     for rel, split, ref in SCENES:
         if args.scenes and not any(s in rel for s in args.scenes):
             continue
-        r = run_scene(args.data, rel, split, ref, config)
+        r = run_scene(args.data, rel, split, ref, config, loc_config)
         rows.append(r["row"])
         out.append(r)
         print(f"{rel}: {r['row']}", file=sys.stderr, flush=True)
     print(markdown_table(rows))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     meta = {"date": time.strftime("%Y-%m-%d"), "commit": commit, "machine": platform.node(),
-            "cpu_count": __import__("os").cpu_count(), "config": config.to_dict(), "versions": versions()}
+            "cpu_count": __import__("os").cpu_count(), "config": config.to_dict(), "localizer": loc_config.to_dict(), "versions": versions()}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"meta": meta, "scenes": out}, indent=1, default=str))
     print(f"JSON: {args.json}")

@@ -11,14 +11,6 @@ from vloc.cli import main
 from vloc.errors import DataError, MapError
 from vloc.localizers import Query
 
-TEMPLE = "middlebury_temple/templeRing"
-
-
-@pytest.fixture(scope="module")
-def temple(shared_data):
-    return vloc.Scene.load(shared_data / TEMPLE)
-
-
 @pytest.fixture(scope="module")
 def small_map(temple, tmp_path_factory):
     out = tmp_path_factory.mktemp("m") / "map"
@@ -130,3 +122,10 @@ def test_crash_while_writing_leaves_no_map(temple, tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         vloc.build_map(list(temple.split("odd-even")[0].mapping)[:3], out, progress=False)
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_refuses_a_map_that_contains_the_queries(temple, small_map, capsys):
+    _one_line_error(capsys, 2, ["evaluate", str(small_map), str(temple.root), "--split", "even-odd", "-q"],
+                    "are in the map")
+    _one_line_error(capsys, 2, ["evaluate", str(small_map), str(temple.root), "--split", "leave-one-out", "-q"],
+                    "folds but one map was given")

@@ -12,14 +12,6 @@ from vloc.cli import main
 from vloc.evaluation import read_pose_file
 from vloc.geometry import pose_errors
 
-TEMPLE = "middlebury_temple/templeRing"
-
-
-@pytest.fixture(scope="module")
-def temple(shared_data):
-    return vloc.Scene.load(shared_data / TEMPLE)
-
-
 @pytest.fixture(scope="module")
 def temple_map(temple, tmp_path_factory):
     out = tmp_path_factory.mktemp("maps") / "temple"

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
+from ..progress import progress_bar
 
 from ..datasets import Scene
 from ..errors import DataError
@@ -31,7 +31,8 @@ def peak_rss_mb() -> float:
 
 
 def evaluate(scene: Scene, split: str, method: str = "structure", map_config=None,
-             map_dir: Path | None = None, preset: str | None = None, known_intrinsics: bool = True,
+             map_dir: Path | None = None, localizer_config=None, preset: str | None = None,
+             known_intrinsics: bool = True,
              work_dir: Path | None = None, progress: bool = True) -> EvaluationRun:
     """Evaluate `method` on `scene` with the named split. With `map_dir`, queries of the
     (single-fold) split are localized against that map instead of building one."""
@@ -39,6 +40,11 @@ def evaluate(scene: Scene, split: str, method: str = "structure", map_config=Non
     folds = scene.split(split)
     if not any(f.query for f in folds):
         raise DataError(f"split {split!r} of {scene.name} has no query frame")
+    if map_dir is not None:
+        if len(folds) > 1:
+            raise DataError(f"split {split!r} has {len(folds)} folds but one map was given; "
+                            "omit the map to build one per fold")
+        _check_no_leak(map_dir, folds[0])
     m = get_method(method)
     map_config = map_config if map_config is not None else m.config_type()
     results: list[QueryResult] = []
@@ -52,11 +58,11 @@ def evaluate(scene: Scene, split: str, method: str = "structure", map_config=Non
                                    source=_source(scene, split, fold), progress=progress and len(folds) == 1)
                 maps.append({"fold": fold.name, "build_seconds": time.perf_counter() - t,
                              "stats": manifest["stats"]})
-                localizer = m.load(fold_map)
+                localizer = m.load(fold_map, localizer_config) if localizer_config else m.load(fold_map)
             else:
-                localizer = load_localizer(map_dir)
+                localizer = load_localizer(map_dir, localizer_config)
             queries = [f for f in fold.query if f.has_pose]
-            for frame in tqdm(queries, desc=f"{scene.name} {fold.name}", disable=not progress, leave=False):
+            for frame in progress_bar(queries, f"{scene.name} {fold.name}", progress):
                 q = Query(frame.name, image_path=frame.image_path,
                           camera=frame.camera if known_intrinsics else None)
                 t = time.perf_counter()
@@ -72,10 +78,21 @@ def evaluate(scene: Scene, split: str, method: str = "structure", map_config=Non
     meta = {"scene": scene.name, "format": scene.format, "method": method, "split": split,
             "preset": preset, "scene_scale": scale, "folds": len(folds),
             "known_intrinsics": known_intrinsics}
-    config = {"map": map_config.to_dict() if hasattr(map_config, "to_dict") else {}}
+    config = {"map": map_config.to_dict() if hasattr(map_config, "to_dict") else {},
+              "localizer": localizer.config.to_dict() if hasattr(localizer, "config") else {}}
     return EvaluationRun(results, summary, meta, config, maps)
 
 
 def _source(scene: Scene, split: str, fold) -> dict:
     return {"scene": scene.name, "path": str(scene.root), "format": scene.format, "split": split,
             "fold": fold.name, "frames": [f.name for f in fold.mapping]}
+
+
+def _check_no_leak(map_dir: Path, fold) -> None:
+    """A query that is one of the map's own images would measure nothing."""
+    from ..maps.mapdir import read_manifest
+    mapped = set(read_manifest(map_dir, verify="none").get("source", {}).get("frames", []))
+    leaked = sorted(mapped & {f.name for f in fold.query})
+    if leaked:
+        raise DataError(f"{len(leaked)} query frame(s) of this split are in the map "
+                        f"(e.g. {leaked[0]}): build the map with the same split")

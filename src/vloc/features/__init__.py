@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .base import Features, LocalExtractor
+from .colmap_sift import ColmapSift, ColmapSiftConfig
 from .sift import Sift, SiftConfig
 from ..errors import VlocError
 
@@ -9,6 +10,7 @@ from ..errors import VlocError
 LOCAL_FEATURES = {
     "sift": lambda **kw: Sift(SiftConfig(**kw)),
     "rootsift": lambda **kw: Sift(SiftConfig(**{**kw, "root": True})),
+    "colmap-sift": lambda **kw: ColmapSift(ColmapSiftConfig(**kw)),
 }
 
 
@@ -23,4 +25,4 @@ def make_extractor(name: str, **overrides) -> LocalExtractor:
         raise VlocError(f"bad option for features {name!r}: {e}") from None
 
 
-__all__ = ["Features", "LOCAL_FEATURES", "LocalExtractor", "Sift", "SiftConfig", "make_extractor"]
+__all__ = ["ColmapSift", "ColmapSiftConfig", "Features", "LOCAL_FEATURES", "LocalExtractor", "Sift", "SiftConfig", "make_extractor"]

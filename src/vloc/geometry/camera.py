@@ -143,7 +143,7 @@ class Camera:
     # projection -----------------------------------------------------------
     def project(self, points_cam: np.ndarray) -> np.ndarray:
         """(N, 3) points in camera coordinates to (N, 2) pixels (distortion applied)."""
-        p = np.asarray(points_cam, dtype=np.float64).reshape(-1, 3)
+        p = np.ascontiguousarray(np.asarray(points_cam, dtype=np.float64).reshape(-1, 3))
         if self.model in _PINHOLE_LIKE:
             uv = p[:, :2] / p[:, 2:3]
             return uv * [self.fx, self.fy] + [self.cx, self.cy]
@@ -151,7 +151,7 @@ class Camera:
 
     def unproject(self, pixels: np.ndarray) -> np.ndarray:
         """(N, 2) pixels to (N, 2) normalized image coordinates (distortion removed)."""
-        uv = np.asarray(pixels, dtype=np.float64).reshape(-1, 2)
+        uv = np.ascontiguousarray(np.asarray(pixels, dtype=np.float64).reshape(-1, 2))
         if self.model in _PINHOLE_LIKE:
             return (uv - [self.cx, self.cy]) / [self.fx, self.fy]
         xyz = np.asarray(self.to_pycolmap().cam_from_img(uv), dtype=np.float64)

@@ -34,8 +34,9 @@ def get_method(name: str) -> Method:
     return METHODS[name]()
 
 
-def load_localizer(map_dir):
+def load_localizer(map_dir, config=None):
     """Load whatever localizer a map was built for (read from its manifest)."""
     from ..maps.mapdir import read_manifest
     manifest = read_manifest(map_dir, verify="none")
-    return get_method(manifest.get("method", "structure")).load(map_dir)
+    m = get_method(manifest.get("method", "structure"))
+    return m.load(map_dir, config) if config is not None else m.load(map_dir)

@@ -21,7 +21,8 @@ from .base import Estimate, Prior, Query
 @dataclass(frozen=True)
 class StructureConfig:
     ratio: float = 0.9                 # ratio test against the nearest *other* point
-    index: str = "auto"                # auto | flat | ivf
+    index: str = "auto"                # auto | flat | ivf (auto: IVF above 60k descriptors)
+    nprobe: int = 16                   # IVF cells visited per query descriptor
     pose: PoseConfig = PoseConfig()
 
     def to_dict(self) -> dict:
@@ -53,6 +54,8 @@ class StructureLocalizer:
             index = load_index(index_file)
         else:
             index = build_faiss_index(points.descriptors, config.index)
+        if hasattr(index, "nprobe"):
+            index.nprobe = config.nprobe
         return cls(map_dir, manifest, points, index, config)
 
     def localize(self, query: Query, prior: Prior | None = None) -> Estimate:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from tqdm import tqdm
+from ..progress import progress_bar
 
 from .._libs import pycolmap
 from ..datasets import Frame
@@ -18,6 +18,7 @@ from ..features import Features, make_extractor
 from ..features.store import write_features
 from ..matching import match_mutual_ratio
 from ..matching.geometry import verify_fundamental, verify_with_poses
+from ..matching.index import FLAT_MAX, build_faiss_index, save_index
 from .colmap_db import known_pose_reconstruction, write_database
 from .config import MapConfig
 from .mapdir import atomic_map_dir, write_manifest
@@ -28,7 +29,7 @@ from .points import points_from_reconstruction, write_points
 def match_pairs(frames: list[Frame], feats: dict[str, Features], pairs, cfg: MapConfig,
                 use_poses: bool, progress: bool = True) -> dict[tuple[int, int], np.ndarray]:
     out = {}
-    for i, j in tqdm(pairs, desc="matching", disable=not progress, leave=False):
+    for i, j in progress_bar(pairs, "matching", progress):
         fi, fj = frames[i], frames[j]
         a, b = feats[fi.name], feats[fj.name]
         m = match_mutual_ratio(a.descriptors, b.descriptors, cfg.ratio)
@@ -104,6 +105,8 @@ def build_map(frames: list[Frame], out: Path, config: MapConfig = MapConfig(), s
         rec.write(str(tmp / "model"))
         write_features(tmp / "features.h5", {n: feats[n] for n in (im.name for im in rec.images.values())})
         write_points(tmp / "points.h5", pts)
+        if len(pts.descriptors) > FLAT_MAX:       # trained once here, not at every load
+            save_index(build_faiss_index(pts.descriptors, "ivf"), tmp / "index.faiss")
         _write_pairs(tmp, frames, matches)
         timings["write"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t0

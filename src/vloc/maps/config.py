@@ -16,7 +16,7 @@ class MapConfig:
     max_keypoints: int = 4096
     feature_options: dict = field(default_factory=dict)   # extractor-specific, e.g. contrast_threshold
     pairs: str = "auto"                # auto | exhaustive | poses
-    num_pairs: int = 20                # neighbours per image for pose-based pairs
+    num_pairs: int = 10                # neighbours per image for pose-based pairs
     max_pair_angle: float = 75.0       # degrees between optical axes for pose-based pairs
     ratio: float = 0.8                 # Lowe's ratio for 2D-2D matching
     epipolar_threshold: float = 4.0    # px at extraction resolution, pose-based verification

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from tqdm import tqdm
+from ..progress import progress_bar
 
 from ..datasets import Frame
 from ..errors import DataError
@@ -27,7 +27,6 @@ def extract_frames(extractor: LocalExtractor, frames: list[Frame], resize_max: i
     out = {}
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = [pool.submit(extract_frame, extractor, f, resize_max) for f in frames]
-        for f, fut in tqdm(zip(frames, futures), total=len(frames), desc="features",
-                           disable=not progress, leave=False):
+        for f, fut in progress_bar(zip(frames, futures), "features", progress, total=len(frames)):
             out[f.name] = fut.result()
     return out

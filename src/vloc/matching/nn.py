@@ -25,8 +25,10 @@ def match_mutual_ratio(desc0: np.ndarray, desc1: np.ndarray, ratio: float = 0.8,
     d, i = knn(desc0, desc1, k)
     second = d[:, 1] if k == 2 else np.full(len(desc0), np.inf, np.float32)
     keep = d[:, 0] < (ratio ** 2) * second
-    if mutual:
-        _, back = knn(desc1, desc0, 1)
-        keep &= back[i[:, 0], 0] == np.arange(len(desc0))
     idx0 = np.nonzero(keep)[0]
+    if mutual and len(idx0):
+        # backward nearest neighbours only for the candidates' targets (cheaper than all)
+        targets, inv = np.unique(i[idx0, 0], return_inverse=True)
+        _, back = knn(desc1[targets], desc0, 1)
+        idx0 = idx0[back[inv, 0] == idx0]
     return np.stack([idx0, i[idx0, 0]], axis=1).astype(np.int64)
