@@ -31,7 +31,10 @@ SCENES = [
     ("tum_fr3_long_office_household", "alternate-seconds", (0.56, 0.239, 1.00, 0.89, 12.3)),
     ("nerf_fox", "every-5", (0.045, 0.011, 1.00, 5.10, 61.3)),
     ("virtual_gallery_tutorial", "official", (0.32, 0.053, 1.00, 1.63, 13.2)),
+    # the demo scene: no hloc reference; the issue asks >= 95 % within 5 cm / 5 deg
+    ("synthetic_room (vloc demo)", "official", (float("inf"), float("inf"), 0.95, float("inf"), float("inf"))),
 ]
+SYNTHETIC = "synthetic_room (vloc demo)"
 
 
 def headline_recall(summary: dict, relative: bool) -> float:
@@ -39,8 +42,15 @@ def headline_recall(summary: dict, relative: bool) -> float:
     return summary["recall"].get(key, float("nan"))
 
 
+def load_scene(data: Path, rel: str):
+    if rel == SYNTHETIC:     # the demo's scene, rendered once into benchmarks/out
+        from vloc.datasets.synthetic import SyntheticConfig, generate_scene
+        return generate_scene(Path("benchmarks/out/synthetic_room"), SyntheticConfig())
+    return vloc.Scene.load(data / rel)
+
+
 def run_scene(data: Path, rel: str, split: str, ref, config: MapConfig, loc_config: StructureConfig) -> dict:
-    scene = vloc.Scene.load(data / rel)
+    scene = load_scene(data, rel)
     t = time.perf_counter()
     run = evaluate(scene, split, "structure", config, localizer_config=loc_config, progress=False)
     s = run.summary
@@ -59,6 +69,8 @@ def run_scene(data: Path, rel: str, split: str, ref, config: MapConfig, loc_conf
         "t <= 1.1x hloc": med_t <= 1.1 * ref[0],
         "r <= 1.1x hloc": s["median_rotation_error"] <= 1.1 * ref[1],
         "s/query <= 0.25x hloc (or < 0.25 s)": s["median_seconds"] <= max(0.25 * ref[3], 0.25),
+        "640x480 query < 0.25 s": scene.frames[0].camera.width * scene.frames[0].camera.height > 640 * 480
+        or s["median_seconds"] < 0.25,
         "s/map <= 0.5x hloc": s.get("median_map_seconds", 0) <= 0.5 * ref[4],
     }
     row["pass"] = "yes" if all(checks.values()) else "NO: " + ", ".join(k for k, v in checks.items() if not v)

@@ -22,7 +22,7 @@ from .base import Estimate, Prior, Query
 class StructureConfig:
     ratio: float = 0.9                 # ratio test against the nearest *other* point
     index: str = "auto"                # auto | flat | ivf (auto: IVF above 60k descriptors)
-    nprobe: int = 16                   # IVF cells visited per query descriptor
+    nprobe: int = 8                    # IVF cells visited per query descriptor (16: same accuracy on the demo, 1.4x slower)
     pose: PoseConfig = PoseConfig()
 
     def to_dict(self) -> dict:
