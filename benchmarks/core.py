@@ -62,6 +62,8 @@ def run_scene(data: Path, rel: str, split: str, ref, config: MapConfig, loc_conf
         "median t": f"{med_t:.3g} {'%' if relative else 'cm'}", "median r (°)": round(s["median_rotation_error"], 4),
         "recall": f"{100 * headline_recall(s, relative):.0f} %",
         "s/query": round(s["median_seconds"], 3), "s/map": round(s.get("median_map_seconds", float("nan")), 2),
+        "map MB": round(s.get("median_map_mb", float("nan")), 1),
+        "query peak MB": round(s.get("peak_memory_mb") or float("nan")),
         "hloc t": ref[0], "hloc r": ref[1], "hloc s/q": ref[3], "hloc s/map": ref[4],
     }
     checks = {

@@ -26,7 +26,25 @@ class EvaluationRun:
     maps: list[dict] = field(default_factory=list)   # per fold: map stats and build seconds
 
 
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS counter of this process (Linux); False if unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def peak_rss_mb() -> float:
+    """Peak resident memory since the last reset (VmHWM), else since the process started."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -57,7 +75,8 @@ def evaluate(scene: Scene, split: str, method: str = "structure", map_config=Non
                 manifest = m.build(list(fold.mapping), fold_map, map_config,
                                    source=_source(scene, split, fold), progress=progress and len(folds) == 1)
                 maps.append({"fold": fold.name, "build_seconds": time.perf_counter() - t,
-                             "stats": manifest["stats"]})
+                             "stats": manifest["stats"],
+                             "bytes": sum(f["bytes"] for f in manifest["files"].values())})
                 localizer = m.load(fold_map, localizer_config) if localizer_config else m.load(fold_map)
             else:
                 localizer = load_localizer(map_dir, localizer_config)
@@ -65,6 +84,7 @@ def evaluate(scene: Scene, split: str, method: str = "structure", map_config=Non
             for frame in progress_bar(queries, f"{scene.name} {fold.name}", progress):
                 q = Query(frame.name, image_path=frame.image_path,
                           camera=frame.camera if known_intrinsics else None)
+                reset_peak_rss()          # peak memory of this query, loaded map included
                 t = time.perf_counter()
                 est = localizer.localize(q)
                 seconds = time.perf_counter() - t
@@ -75,6 +95,7 @@ def evaluate(scene: Scene, split: str, method: str = "structure", map_config=Non
     summary = summarize(results, thresholds_for(preset, scale))
     if maps:
         summary["median_map_seconds"] = sorted(mm["build_seconds"] for mm in maps)[len(maps) // 2]
+        summary["median_map_mb"] = sorted(mm["bytes"] for mm in maps)[len(maps) // 2] / 2**20
     meta = {"scene": scene.name, "format": scene.format, "method": method, "split": split,
             "preset": preset, "scene_scale": scale, "folds": len(folds),
             "known_intrinsics": known_intrinsics}
