@@ -134,8 +134,8 @@ def test_sfm_without_poses_on_real_images(temple, tmp_path):
     assert np.linalg.norm(centre - q.cam_from_world.center) < 0.01
 
 
-def test_rootsift_and_colmap_sift_maps(fold, tmp_path):
-    for feat in ("rootsift", "colmap-sift"):
+def test_opencv_sift_and_rootsift_maps(fold, tmp_path):
+    for feat in ("sift", "rootsift"):           # the default (colmap-sift) is tested above
         vloc.build_map(list(fold.mapping), tmp_path / feat, MapConfig(features=feat), progress=False)
         loc = StructureLocalizer.load(tmp_path / feat)
         assert loc.extractor.name == feat

@@ -154,9 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     def map_options(p):
         p.add_argument("--method", default="structure", help="localization method (default: structure)")
         p.add_argument("--config", help="TOML file with map options ([map] table)")
-        p.add_argument("--features", help="local features: sift (default), rootsift, colmap-sift")
+        p.add_argument("--features", help="local features: colmap-sift (default), sift (OpenCV), rootsift")
         p.add_argument("--resize-max", type=int, help="longer image side for features (default 1600)")
-        p.add_argument("--max-keypoints", type=int, help="keypoints per image (default 4096)")
+        p.add_argument("--max-keypoints", type=int, help="keypoints per image (default 8192)")
         p.add_argument("--pairs", choices=["auto", "exhaustive", "poses"])
         p.add_argument("--points", choices=["auto", "triangulate", "depth", "sfm"],
                        help="3D points from known poses, RGB-D depth, or SfM (default: auto)")

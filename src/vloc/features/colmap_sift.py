@@ -14,15 +14,16 @@ from .sift import empty_features
 
 @dataclass(frozen=True)
 class ColmapSiftConfig:
-    max_keypoints: int = 4096
+    max_keypoints: int = 8192
     resize_max: int = 1600
     first_octave: int = 0              # hloc's choice; -1 upsamples (more, smaller features, 4x slower)
-    peak_threshold: float = 0.0066667
+    peak_threshold: float = 0.01       # hloc's DoG setting (COLMAP: 0.0067, ~1.5x more keypoints)
     edge_threshold: float = 10.0
 
 
 class ColmapSift:
     name = "colmap-sift"
+    single_threaded = True          # one core per image: map building uses 2 processes
 
     def __init__(self, config: ColmapSiftConfig = ColmapSiftConfig()):
         self.config = config

@@ -64,6 +64,8 @@ def triangulate(frames, feats, matches, cfg: MapConfig, work: Path):
     opts.extract_colors = False
     opts.num_threads = 2
     opts.triangulation.ignore_two_view_tracks = not cfg.two_view_tracks
+    opts.random_seed = 0                      # reproducible maps
+    opts.triangulation.random_seed = 0
     (work / "tri").mkdir()
     return pycolmap.triangulate_points(rec, str(db), str(work), str(work / "tri"), options=opts)
 

@@ -11,12 +11,12 @@ from ..errors import VlocError
 
 @dataclass(frozen=True)
 class MapConfig:
-    features: str = "sift"             # registry name: sift, rootsift
+    features: str = "colmap-sift"      # registry name: colmap-sift, sift (OpenCV), rootsift
     resize_max: int = 1600             # longer side for feature extraction
-    max_keypoints: int = 4096
+    max_keypoints: int = 8192
     feature_options: dict = field(default_factory=dict)   # extractor-specific, e.g. contrast_threshold
     pairs: str = "auto"                # auto | exhaustive | poses
-    num_pairs: int = 10                # neighbours per image for pose-based pairs
+    num_pairs: int = 20                # neighbours per image for pose-based pairs (above 40 images)
     max_pair_angle: float = 75.0       # degrees between optical axes for pose-based pairs
     ratio: float = 0.8                 # Lowe's ratio for 2D-2D matching
     epipolar_threshold: float = 4.0    # px at extraction resolution, pose-based verification

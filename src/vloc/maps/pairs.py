@@ -30,9 +30,15 @@ def pairs_from_poses(frames: list[Frame], num: int = 20, max_angle_deg: float = 
     return sorted(pairs)
 
 
+EXHAUSTIVE_MAX = 40     # images; 780 pairs. More pairs gave more complete tracks and lower errors
+                        # on nerf_fox (10 / 20 / 30 / all neighbours: 0.078 / 0.058 / 0.050 / 0.047 % of scale)
+
+
 def select_pairs(frames: list[Frame], strategy: str, num: int, max_angle_deg: float) -> list[tuple[int, int]]:
-    """`auto`: exhaustive up to `num + 1` images (every image would be paired anyway), else from poses."""
+    """`auto`: exhaustive up to EXHAUSTIVE_MAX images (or without poses), else the `num`
+    nearest by pose."""
     has_poses = all(f.has_pose for f in frames)
-    if strategy == "exhaustive" or (strategy == "auto" and (len(frames) <= num + 1 or not has_poses)):
+    small = len(frames) <= max(EXHAUSTIVE_MAX, num + 1)
+    if strategy == "exhaustive" or (strategy == "auto" and (small or not has_poses)):
         return exhaustive_pairs(frames)
     return pairs_from_poses(frames, num, max_angle_deg)

@@ -18,6 +18,7 @@ def run_sfm(frames: list[Frame], feats, matches, work: Path):
     opts = pycolmap.IncrementalPipelineOptions()
     opts.num_threads = 2
     opts.extract_colors = False
+    opts.random_seed = 0
     opts.ba_refine_focal_length = False
     opts.ba_refine_principal_point = False
     opts.ba_refine_extra_params = False
