@@ -1,11 +1,14 @@
-"""Feature extraction for many frames, with a progress bar. Extractors that run on
-one core (COLMAP's SIFT holds the GIL) are spread over worker processes; the others
-(OpenCV's SIFT is multi-threaded) run here, with image decoding in a second thread."""
+"""Feature extraction for many frames, with a progress bar. Images are decoded in
+threads here. Extractors that run on one core and hold the GIL (COLMAP's SIFT) get
+the decoded images in 2 forked worker processes; the others (OpenCV's SIFT is
+multi-threaded) run here."""
 from __future__ import annotations
 
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+import numpy as np
 
 from ..datasets import Frame
 from ..errors import DataError
@@ -16,22 +19,30 @@ from ..progress import progress_bar
 _WORKER_EXTRACTOR: dict = {}
 
 
-def extract_frame(extractor: LocalExtractor, frame: Frame, resize_max: int) -> Features:
+def read_frame_image(frame: Frame, resize_max: int) -> tuple[np.ndarray, tuple[int, int]]:
     if frame.image_path is None:
         raise DataError(f"frame {frame.name} has no image")
     img, size = read_image(frame.image_path, grayscale=True, max_size=resize_max)
     if size != (frame.camera.width, frame.camera.height):
         raise DataError(f"image {frame.image_path} is {size[0]}x{size[1]} but its camera says "
                         f"{frame.camera.width}x{frame.camera.height}")
-    return extractor.extract(img, size)
+    return img, size
 
 
-def _worker(config: dict, frame: Frame, resize_max: int) -> Features:
+def extract_frame(extractor: LocalExtractor, frame: Frame, resize_max: int) -> Features:
+    return extractor.extract(*read_frame_image(frame, resize_max))
+
+
+def _noop(_):
+    return None
+
+
+def _worker(config: dict, image: np.ndarray, size: tuple[int, int]) -> Features:
     key = repr(sorted(config.items()))
     if key not in _WORKER_EXTRACTOR:
         cfg = dict(config)
         _WORKER_EXTRACTOR[key] = make_extractor(cfg.pop("name"), **cfg)
-    return extract_frame(_WORKER_EXTRACTOR[key], frame, resize_max)
+    return _WORKER_EXTRACTOR[key].extract(image, size)
 
 
 def extract_frames(extractor: LocalExtractor, frames: list[Frame], resize_max: int,
@@ -39,19 +50,26 @@ def extract_frames(extractor: LocalExtractor, frames: list[Frame], resize_max: i
     if processes is None:
         single_core = getattr(extractor, "single_threaded", False)
         processes = min(2, os.cpu_count() or 1) if single_core and len(frames) >= 8 else 1
-    if processes > 1:
-        ctx = multiprocessing.get_context("spawn")     # no fork: the parent holds thread pools
-        pool = ProcessPoolExecutor(max_workers=processes, mp_context=ctx)
-        submit = lambda f: pool.submit(_worker, extractor.config_dict(), f, resize_max)  # noqa: E731
-    else:
-        pool = ThreadPoolExecutor(max_workers=2)       # decoding overlaps extraction
-        submit = lambda f: pool.submit(extract_frame, extractor, f, resize_max)  # noqa: E731
-    with pool:
-        futures = [submit(f) for f in frames]
-        try:
+    if processes <= 1:
+        with ThreadPoolExecutor(max_workers=2) as pool:       # decoding overlaps extraction
+            futures = [pool.submit(extract_frame, extractor, f, resize_max) for f in frames]
             return {f.name: fut.result() for f, fut in
                     progress_bar(zip(frames, futures), "features", progress, total=len(frames))}
-        except BaseException:
-            for fut in futures:
-                fut.cancel()
-            raise
+    # fork (not spawn: spawn re-imports the caller's __main__) before any thread starts;
+    # the workers only run the extractor on arrays, no decoding library
+    workers = ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("fork"))
+    with workers:
+        list(workers.map(_noop, range(processes)))
+        config = extractor.config_dict()
+        with ThreadPoolExecutor(max_workers=2) as decode:
+            images = [decode.submit(read_frame_image, f, resize_max) for f in frames]
+            futures = []
+            try:
+                for img in images:
+                    futures.append(workers.submit(_worker, config, *img.result()))
+                return {f.name: fut.result() for f, fut in
+                        progress_bar(zip(frames, futures), "features", progress, total=len(frames))}
+            except BaseException:
+                for fut in images + futures:
+                    fut.cancel()
+                raise
