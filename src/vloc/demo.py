@@ -29,10 +29,11 @@ def run_demo(out: str | None = None, quick: bool = False, progress: bool = True)
         scene = generate_scene(scene_dir, cfg)
         t1 = time.perf_counter()
         map_dir = root / "map"
-        print(f"2/3 building the structure map (SIFT, triangulation from the known poses) -> {map_dir}")
+        print(f"2/3 building the structure map (local features, 3D points from the known poses and depth) -> {map_dir}")
         manifest = build_map(scene, map_dir, MapConfig(), split="official", overwrite=True, progress=progress)
         st = manifest["stats"]
-        print(f"    {st['points']} points from {st['images']} images in {time.perf_counter() - t1:.1f} s")
+        print(f"    {st['points']} points ({st['points_mode']}) from {st['images']} images, "
+              f"{manifest['config']['extractor']['name']} features, {time.perf_counter() - t1:.1f} s")
         print("3/3 localizing the queries and evaluating")
         run = evaluate(scene, "official", "structure", map_dir=map_dir, preset="indoor", progress=progress)
         report = root / "report"
