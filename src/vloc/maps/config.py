@@ -3,9 +3,10 @@ stored in the map's manifest."""
 from __future__ import annotations
 
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..configs import check_keys
 from ..errors import VlocError
 
 
@@ -42,10 +43,7 @@ class MapConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> MapConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise VlocError(f"unknown map option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        check_keys(cls, d, "map option(s)")
         return cls(**d)
 
     @classmethod

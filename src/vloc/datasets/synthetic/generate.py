@@ -8,12 +8,13 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..._libs import cv2
+from ...configs import check_keys
 from ...errors import DataError
 from ...geometry import Camera, Pose
 from ..importers import synthetic_format as _fmt
@@ -77,10 +78,7 @@ class SyntheticConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> SyntheticConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise DataError(f"unknown synthetic config keys: {', '.join(unknown)}")
+        check_keys(cls, d, "synthetic config keys", DataError)
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
