@@ -78,3 +78,21 @@ def test_camera_projection_round_trip_with_distortion():
         uv = cam.project(pts)
         xy = cam.unproject(uv)
         assert np.allclose(xy, pts[:, :2] / pts[:, 2:], atol=1e-8), text
+
+
+def test_interpolated_pose_of_two_frames_is_halfway():
+    from vloc.geometry import interpolate_poses
+    a = Pose.from_qt([1, 0, 0, 0], [0, 0, 0])
+    angle = np.radians(40)
+    Rb = quat_to_rotmat([np.cos(angle / 2), 0, np.sin(angle / 2), 0])          # 40 deg about y
+    b = Pose(Rb, -Rb @ np.array([2.0, 0.0, 1.0]))                                  # centre (2, 0, 1)
+    mid = interpolate_poses([a, b])
+    assert np.allclose(mid.center, [1.0, 0.0, 0.5])
+    assert rotation_error_deg(mid.R, a.R) == pytest.approx(20.0)
+    assert rotation_error_deg(mid.R, b.R) == pytest.approx(20.0)
+    # weights pull towards the heavier frame; sign flips of quaternions do not matter
+    w = interpolate_poses([a, b, b], [3.0, 0.5, 0.5])
+    assert np.allclose(w.center, [0.5, 0.0, 0.25])
+    # chordal (quaternion) mean: the angle from a is atan2(wb sin 40, wa + wb cos 40), not 10 deg
+    expected = np.degrees(np.arctan2(0.25 * np.sin(angle), 0.75 + 0.25 * np.cos(angle)))
+    assert rotation_error_deg(w.R, a.R) == pytest.approx(expected, abs=1e-6)

@@ -15,15 +15,25 @@ EXIT_SOME_FAILED = 3
 
 
 def _map_config(args):
-    from .maps.config import MapConfig
+    """The map config of the chosen method, from its defaults, a TOML file and flags."""
+    import tomllib
+    from .localizers.registry import get_method
+    config_type = get_method(args.method).config_type
     overrides = {}
     for key in ("features", "resize_max", "max_keypoints", "pairs", "points"):
         v = getattr(args, key, None)
         if v is not None:
             overrides[key] = v
+    data = {}
     if getattr(args, "config", None):
-        return MapConfig.from_toml(args.config, overrides)
-    return MapConfig.from_dict(overrides)
+        try:
+            data = tomllib.loads(Path(args.config).read_text())
+        except FileNotFoundError:
+            raise VlocError(f"config file not found: {args.config}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise VlocError(f"bad TOML in {args.config}: {e}") from None
+        data = data.get("map", data)
+    return config_type.from_dict({**data, **overrides})
 
 
 def cmd_info(args) -> int:
@@ -58,9 +68,11 @@ def cmd_map(args) -> int:
     manifest = build_map(args.data, args.output, _map_config(args), method=args.method, split=args.split,
                          fold=args.fold, overwrite=args.overwrite, progress=not args.quiet)
     st = manifest["stats"]
-    print(f"map written to {args.output}: {st['images']} images, {st['points']} points "
-          f"(mean track {st['mean_track_length']:.2f}, reprojection {st['mean_reprojection_error']:.2f} px), "
-          f"{time.perf_counter() - t:.1f} s")
+    what = f"{st['images']} images"
+    if "points" in st:
+        what += (f", {st['points']} points (mean track {st['mean_track_length']:.2f}, "
+                 f"reprojection {st['mean_reprojection_error']:.2f} px)")
+    print(f"{manifest['method']} map written to {args.output}: {what}, {time.perf_counter() - t:.1f} s")
     return 0
 
 
@@ -152,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     def map_options(p):
-        p.add_argument("--method", default="structure", help="localization method (default: structure)")
+        p.add_argument("--method", default="structure",
+                       help="structure (default), retrieval-top1, retrieval-interpolated")
         p.add_argument("--config", help="TOML file with map options ([map] table)")
         p.add_argument("--features", help="local features: colmap-sift (default), sift (OpenCV), rootsift")
         p.add_argument("--resize-max", type=int, help="longer image side for features (default 1600)")

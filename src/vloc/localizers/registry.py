@@ -25,7 +25,22 @@ def _structure() -> Method:
                   "direct 2D-3D matching of local features against the map points, PoseLib LO-RANSAC")
 
 
-METHODS: dict[str, Callable[[], Method]] = {"structure": _structure}
+def _retrieval(mode: str) -> Callable[[], Method]:
+    def make() -> Method:
+        from . import retrieval as r
+        load = r.load_top1 if mode == "top1" else r.load_interpolated
+        what = ("pose of the most similar mapping image" if mode == "top1" else
+                "similarity-weighted interpolation of the top-k mapping poses")
+        return Method(f"retrieval-{mode}", r.build_retrieval_map, load, r.RetrievalMapConfig,
+                      f"image retrieval (global descriptors, FAISS): {what}")
+    return make
+
+
+METHODS: dict[str, Callable[[], Method]] = {
+    "structure": _structure,
+    "retrieval-top1": _retrieval("top1"),
+    "retrieval-interpolated": _retrieval("interpolated"),
+}
 
 
 def get_method(name: str) -> Method:
@@ -38,5 +53,6 @@ def load_localizer(map_dir, config=None):
     """Load whatever localizer a map was built for (read from its manifest)."""
     from ..maps.mapdir import read_manifest
     manifest = read_manifest(map_dir, verify="none")
-    m = get_method(manifest.get("method", "structure"))
+    method = manifest.get("method", "structure")
+    m = get_method("retrieval-top1" if method == "retrieval" else method)
     return m.load(map_dir, config) if config is not None else m.load(map_dir)

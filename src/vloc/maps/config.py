@@ -2,9 +2,7 @@
 stored in the map's manifest."""
 from __future__ import annotations
 
-import tomllib
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from ..configs import check_keys
 from ..errors import VlocError
@@ -45,13 +43,3 @@ class MapConfig:
     def from_dict(cls, d: dict) -> MapConfig:
         check_keys(cls, d, "map option(s)")
         return cls(**d)
-
-    @classmethod
-    def from_toml(cls, path, overrides: dict | None = None) -> MapConfig:
-        try:
-            data = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise VlocError(f"config file not found: {path}") from None
-        except tomllib.TOMLDecodeError as e:
-            raise VlocError(f"bad TOML in {path}: {e}") from None
-        return cls.from_dict({**data.get("map", data), **(overrides or {})})
