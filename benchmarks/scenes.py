@@ -1,0 +1,33 @@
+"""The benchmark scenes: every scene of ../shared/data with query ground truth, the
+splits of issue 2, and hloc's figures measured on this machine kind for reference."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import vloc
+
+# (scene path relative to the data folder, split, hloc reference from the issue:
+#  median t (cm, or % of scale), median r (deg), recall 5cm/5deg (or 1%/5deg), s/query, s/map)
+SCENES = [
+    ("strecha/fountain-P11", "leave-one-out", (0.36, 0.024, 1.00, 3.42, 21.4)),
+    ("strecha/Herz-Jesus-P8", "leave-one-out", (0.66, 0.027, 1.00, 2.99, 13.4)),
+    ("middlebury_temple/templeRing", "odd-even", (0.08, 0.088, 1.00, 0.53, 3.1)),
+    ("middlebury_temple/templeSparseRing", "leave-one-out", (6.97, 7.586, 0.44, 0.61, 5.9)),
+    ("tum_fr3_long_office_household", "alternate-seconds", (0.56, 0.239, 1.00, 0.89, 12.3)),
+    ("nerf_fox", "every-5", (0.045, 0.011, 1.00, 5.10, 61.3)),
+    ("virtual_gallery_tutorial", "official", (0.32, 0.053, 1.00, 1.63, 13.2)),
+    # the demo scene: no hloc reference; the issue asks >= 95 % within 5 cm / 5 deg
+    ("synthetic_room (vloc demo)", "official", (float("inf"), float("inf"), 0.95, float("inf"), float("inf"))),
+]
+SYNTHETIC = "synthetic_room (vloc demo)"
+
+
+def default_data() -> Path:
+    return Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def load_scene(data: Path, rel: str):
+    if rel == SYNTHETIC:     # the demo's scene, rendered once into benchmarks/out
+        from vloc.datasets.synthetic import SyntheticConfig, generate_scene
+        return generate_scene(Path("benchmarks/out/synthetic_room"), SyntheticConfig())
+    return vloc.Scene.load(data / rel)
