@@ -65,3 +65,12 @@ def test_map_config_from_toml_and_unknown_option(room, tmp_path, capsys):
     assert main(["map", str(room.root), "--method", "retrieval-top1", "--pairs", "poses",
                  "-o", str(tmp_path / "m2"), "-q"]) == 2
     assert "unknown retrieval map option(s) pairs" in capsys.readouterr().err
+
+
+def test_retrieval_recall_with_measured_visibility(temple):
+    from vloc.evaluation.covisibility import retrieval_recall
+    r = retrieval_recall(temple, "odd-even", k=5, min_share=0.3, progress=False)
+    assert r.queries == 9 and r.answerable == 9
+    assert r.recall == 1.0
+    for row in r.per_query:
+        assert 0.3 <= row["best_share"] <= 1.0 and len(row["top"]) == 5
