@@ -74,3 +74,22 @@ def test_retrieval_recall_with_measured_visibility(temple):
     assert r.recall == 1.0
     for row in r.per_query:
         assert 0.3 <= row["best_share"] <= 1.0 and len(row["top"]) == 5
+
+
+def test_hierarchical_localization_on_the_synthetic_room(room, tmp_path):
+    fold = room.split("official")[0]
+    st = vloc.build_map(list(fold.mapping), tmp_path / "h", method="hierarchical", progress=False)["stats"]
+    assert st["images"] == 24
+    loc = vloc.load_localizer(tmp_path / "h")
+    errs = []
+    for q in fold.query:
+        est = loc.localize(Query(q.name, image_path=q.image_path, camera=q.camera))
+        assert "retrieval" in est.timings and "matching" in est.timings
+        if est.success:
+            errs.append(pose_errors(est.cam_from_world, q.cam_from_world))
+        else:
+            assert "inliers" in est.reason or "match" in est.reason
+    errs = np.array(errs)
+    assert len(errs) >= 5                                                # of 6
+    assert np.median(errs[:, 0]) < 0.01 and np.median(errs[:, 1]) < 0.2  # 1 cm, 0.2 deg
+    assert errs[:, 0].max() < 0.05                                       # no wrong success

@@ -36,8 +36,16 @@ def _retrieval(mode: str) -> Callable[[], Method]:
     return make
 
 
+def _hierarchical() -> Method:
+    from ..maps.config import MapConfig
+    from .hierarchical import HierarchicalLocalizer, build_hierarchical_map
+    return Method("hierarchical", build_hierarchical_map, HierarchicalLocalizer.load, MapConfig,
+                  "retrieve top-k images, 2D-2D matching, lift through the map's tracks, PoseLib LO-RANSAC")
+
+
 METHODS: dict[str, Callable[[], Method]] = {
     "structure": _structure,
+    "hierarchical": _hierarchical,
     "retrieval-top1": _retrieval("top1"),
     "retrieval-interpolated": _retrieval("interpolated"),
 }
