@@ -7,17 +7,14 @@ Prints a Markdown table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from vloc.evaluation import markdown_table, to_json, versions
+from vloc.evaluation import markdown_table, to_json
 from vloc.evaluation.run import evaluate
 
-from scenes import SCENES, default_data, load_scene
+from scenes import SCENES, default_data, load_scene, write_results
 
 
 def main(argv=None) -> int:
@@ -43,19 +40,14 @@ def main(argv=None) -> int:
                          "failures": s["failures"],
                          "median t": f"{s['median_translation_error'] * unit:.3g} {sym}",
                          "median r (°)": round(s["median_rotation_error"], 3),
-                         f"recall 5cm/5° (1%/5°)": f"{100 * s['recall'].get(key, 0):.0f} %",
+                         "recall 5cm/5° (1%/5°)": f"{100 * s['recall'].get(key, 0):.0f} %",
                          "s/query": round(s["median_seconds"], 3),
                          "s/map": round(s.get("median_map_seconds", float("nan")), 2)})
             out.append({"scene": rel, "method": method, "wall_seconds": time.perf_counter() - t,
                         "evaluation": to_json(run.results, s, run.config, {}, run.meta), "maps": run.maps})
             print(f"{rel} {method}: {rows[-1]}", file=sys.stderr, flush=True)
     print(markdown_table(rows))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    meta = {"date": time.strftime("%Y-%m-%d"), "commit": commit, "machine": platform.node(),
-            "methods": args.methods, "versions": versions()}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"meta": meta, "runs": out}, indent=1, default=str))
-    print(f"JSON: {args.json}")
+    write_results(args.json, {"methods": args.methods}, {"runs": out})
     return 0
 
 

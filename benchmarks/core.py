@@ -7,21 +7,17 @@ reference splits. Prints a Markdown table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import vloc
-from vloc.evaluation import markdown_table, to_json, versions
+from vloc.evaluation import markdown_table, to_json
 from vloc.evaluation.run import evaluate
 from vloc.estimation import PoseConfig
 from vloc.localizers.structure import StructureConfig
 from vloc.maps.config import MapConfig
 
-from scenes import SCENES, default_data, load_scene
+from scenes import SCENES, default_data, load_scene, write_results
 
 def headline_recall(summary: dict, relative: bool) -> float:
     key = "1%/5°" if relative else "5cm/5°"
@@ -85,12 +81,7 @@ def main(argv=None) -> int:
         out.append(r)
         print(f"{rel}: {r['row']}", file=sys.stderr, flush=True)
     print(markdown_table(rows))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    meta = {"date": time.strftime("%Y-%m-%d"), "commit": commit, "machine": platform.node(),
-            "cpu_count": __import__("os").cpu_count(), "config": config.to_dict(), "localizer": loc_config.to_dict(), "versions": versions()}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"meta": meta, "scenes": out}, indent=1, default=str))
-    print(f"JSON: {args.json}")
+    write_results(args.json, {"config": config.to_dict(), "localizer": loc_config.to_dict()}, {"scenes": out})
     return 0
 
 

@@ -7,9 +7,6 @@ from a structure map of all the scene's frames. Prints a table, writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,7 +15,7 @@ from vloc.evaluation import markdown_table
 from vloc.evaluation.covisibility import retrieval_recall
 from vloc.localizers.retrieval import RetrievalMapConfig
 
-from scenes import SCENES, default_data, load_scene
+from scenes import SCENES, default_data, load_scene, write_results
 
 
 def main(argv=None) -> int:
@@ -42,12 +39,7 @@ def main(argv=None) -> int:
         out.append({"scene": rel, "recall": r.recall, "per_query": r.per_query})
         print(rows[-1], file=sys.stderr, flush=True)
     print(markdown_table(rows))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"meta": {"date": time.strftime("%Y-%m-%d"), "commit": commit,
-                                              "machine": platform.node(), "config": cfg.to_dict()},
-                                     "scenes": out}, indent=1))
-    print(f"JSON: {args.json}")
+    write_results(args.json, {"config": cfg.to_dict()}, {"scenes": out})
     return 0
 
 

@@ -2,6 +2,11 @@
 splits of issue 2, and hloc's figures measured on this machine kind for reference."""
 from __future__ import annotations
 
+import json
+import os
+import platform
+import subprocess
+import time
 from pathlib import Path
 
 import vloc
@@ -31,3 +36,14 @@ def load_scene(data: Path, rel: str):
         from vloc.datasets.synthetic import SyntheticConfig, generate_scene
         return generate_scene(Path("benchmarks/out/synthetic_room"), SyntheticConfig())
     return vloc.Scene.load(data / rel)
+
+
+def write_results(path: Path, meta: dict, payload: dict) -> None:
+    """JSON with date, commit, machine and library versions added to `meta`."""
+    from vloc.evaluation import versions
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    meta = {"date": time.strftime("%Y-%m-%d"), "commit": commit, "machine": platform.node(),
+            "cpu_count": os.cpu_count(), **meta, "versions": versions()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"meta": meta, **payload}, indent=1, default=str))
+    print(f"JSON: {path}")

@@ -38,7 +38,6 @@ def retrieval_recall(scene: Scene, split: str, k: int = 5, min_share: float = 0.
                      retrieval_config=None, progress: bool = True) -> RetrievalRecall:
     from ..api import build_map
     from ..localizers.retrieval import RetrievalLocalizer
-    from ..localizers.base import Query
     import numpy as np
     with tempfile.TemporaryDirectory() as tmp:
         build_map(scene, Path(tmp) / "all", split="all", progress=False)
@@ -66,6 +65,7 @@ def retrieval_recall(scene: Scene, split: str, k: int = 5, min_share: float = 0.
 
 
 def _query_vector(loc, frame):
-    from ..imageio import read_image
-    img, size = read_image(frame.image_path, grayscale=True, max_size=loc.resize_max)
+    from ..localizers.base import Query
+    from ..localizers.query_io import read_query
+    img, size = read_query(Query(frame.name, image_path=frame.image_path), loc.resize_max)
     return loc.encoder.encode(loc.extractor.extract(img, size).descriptors)

@@ -5,19 +5,17 @@ structure map (in `structure/`) plus a retrieval index over its images' own feat
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError, MapError
-from ..estimation import PoseConfig, estimate_absolute_pose, estimate_absolute_pose_unknown_focal
-from ..features import make_extractor
-from ..imageio import read_image, resize_max
+from ..estimation import PoseConfig
 from ..maps.config import MapConfig
-from ..maps.mapdir import atomic_map_dir, read_manifest, write_manifest
+from ..maps.mapdir import atomic_map_dir, write_manifest
 from ..matching import match_mutual_ratio
 from .base import Estimate, Prior, Query
+from .query_io import estimate_query_pose, extractor_from_manifest, query_features, read_method_manifest
 
 
 @dataclass(frozen=True)
@@ -51,9 +49,7 @@ class HierarchicalLocalizer:
     def __init__(self, manifest, encoder, index, image_feats, image_p3d, xyz, config: HierarchicalConfig):
         self.manifest, self.encoder, self.index = manifest, encoder, index
         self.image_feats, self.image_p3d, self.xyz, self.config = image_feats, image_p3d, xyz, config
-        ext = dict(manifest["config"]["extractor"])
-        self.resize_max = ext["resize_max"]
-        self.extractor = make_extractor(ext.pop("name"), **ext)
+        self.extractor, self.resize_max = extractor_from_manifest(manifest)
 
     @classmethod
     def load(cls, map_dir, config: HierarchicalConfig = HierarchicalConfig()) -> HierarchicalLocalizer:
@@ -61,9 +57,7 @@ class HierarchicalLocalizer:
         from ..features.store import read_features
         from ..retrieval import RetrievalIndex, load_global
         map_dir = Path(map_dir)
-        manifest = read_manifest(map_dir)
-        if manifest.get("method") != "hierarchical":
-            raise MapError(f"map {map_dir} was built for method {manifest.get('method')!r}, not hierarchical")
+        manifest = read_method_manifest(map_dir, "hierarchical")
         feats = read_features(map_dir / "structure" / "features.h5")
         rec = pycolmap.Reconstruction(str(map_dir / "structure" / "model"))
         ids = sorted(rec.points3D)
@@ -77,18 +71,7 @@ class HierarchicalLocalizer:
 
     def localize(self, query: Query, prior: Prior | None = None) -> Estimate:
         timings: dict[str, float] = {}
-        t = time.perf_counter()
-        if query.image is not None:
-            img, size = resize_max(query.image, self.resize_max), (query.image.shape[1], query.image.shape[0])
-        else:
-            img, size = read_image(query.image_path, grayscale=True, max_size=self.resize_max)
-        if query.camera is not None and (query.camera.width, query.camera.height) != size:
-            raise DataError(f"query {query.name}: image is {size[0]}x{size[1]} but the camera says "
-                            f"{query.camera.width}x{query.camera.height}")
-        timings["read"] = time.perf_counter() - t
-        t = time.perf_counter()
-        feats = self.extractor.extract(img, size)
-        timings["features"] = time.perf_counter() - t
+        feats, size = query_features(query, self.extractor, self.resize_max, timings)
         t = time.perf_counter()
         _, idx = self.index.search(self.encoder.encode(feats.descriptors)[None], self.config.k)
         names = [self.index.names[i] for i in idx[0] if i >= 0]
@@ -104,10 +87,7 @@ class HierarchicalLocalizer:
             return Estimate.failed(f"no 2D-3D match through the {len(names)} retrieved images", timings=timings)
         qi, pi = np.array(sorted(pairs)).T
         t = time.perf_counter()
-        scale = max(size) / min(self.resize_max, max(size))
-        cfg = replace(self.config.pose, max_reproj_error=self.config.pose.max_reproj_error * scale)
-        p2d, p3d = feats.keypoints[qi], self.xyz[pi]
-        res = (estimate_absolute_pose(p2d, p3d, query.camera, cfg) if query.camera is not None
-               else estimate_absolute_pose_unknown_focal(p2d, p3d, size[0], size[1], cfg))
+        res = estimate_query_pose(feats.keypoints[qi], self.xyz[pi], query, size, self.resize_max,
+                                  self.config.pose)
         timings["pose"] = time.perf_counter() - t
         return Estimate(res.cam_from_world, res.num_inliers, len(qi), res.reason, timings, res.camera)

@@ -5,7 +5,6 @@ are the yardsticks that pose regression is compared with."""
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,9 +16,9 @@ from ..datasets import Frame
 from ..errors import DataError, MapError, VlocError
 from ..features import make_extractor
 from ..geometry import Pose, interpolate_poses
-from ..imageio import read_image, resize_max
-from ..maps.mapdir import atomic_map_dir, read_manifest, write_manifest
+from ..maps.mapdir import atomic_map_dir, write_manifest
 from .base import Estimate, Prior, Query
+from .query_io import extractor_from_manifest, query_features, read_method_manifest
 
 
 @dataclass(frozen=True)
@@ -86,17 +85,13 @@ def build_retrieval_map(frames: list[Frame], out: Path, config: RetrievalMapConf
 class RetrievalLocalizer:
     def __init__(self, manifest: dict, encoder, index, poses: dict[str, Pose], config: RetrievalConfig):
         self.manifest, self.encoder, self.index, self.poses, self.config = manifest, encoder, index, poses, config
-        ext = dict(manifest["config"]["extractor"])
-        self.resize_max = ext["resize_max"]
-        self.extractor = make_extractor(ext.pop("name"), **ext)
+        self.extractor, self.resize_max = extractor_from_manifest(manifest)
 
     @classmethod
     def load(cls, map_dir, config: RetrievalConfig = RetrievalConfig()) -> RetrievalLocalizer:
         from ..retrieval import RetrievalIndex, load_global
         map_dir = Path(map_dir)
-        manifest = read_manifest(map_dir)
-        if manifest.get("method") != "retrieval":
-            raise MapError(f"map {map_dir} was built for method {manifest.get('method')!r}, not retrieval")
+        manifest = read_method_manifest(map_dir, "retrieval")
         try:
             frames = json.loads((map_dir / "frames.json").read_text())
             poses = {f["name"]: Pose.from_qt(f["q_wxyz"], f["t"]) for f in frames}
@@ -107,16 +102,10 @@ class RetrievalLocalizer:
 
     def localize(self, query: Query, prior: Prior | None = None) -> Estimate:
         timings: dict[str, float] = {}
+        feats, _ = query_features(query, self.extractor, self.resize_max, timings)
         t = time.perf_counter()
-        if query.image is not None:
-            img, size = resize_max(query.image, self.resize_max), (query.image.shape[1], query.image.shape[0])
-        else:
-            img, size = read_image(query.image_path, grayscale=True, max_size=self.resize_max)
-        timings["read"] = time.perf_counter() - t
-        t = time.perf_counter()
-        feats = self.extractor.extract(img, size)
         vec = self.encoder.encode(feats.descriptors)
-        timings["features"] = time.perf_counter() - t
+        timings["features"] += time.perf_counter() - t
         t = time.perf_counter()
         k = 1 if self.config.mode == "top1" else self.config.k
         scores, idx = self.index.search(vec[None], k)
