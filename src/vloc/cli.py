@@ -20,9 +20,11 @@ def _map_config(args):
     from .localizers.registry import get_method
     config_type = get_method(args.method).config_type
     overrides = {}
-    for key in ("features", "resize_max", "max_keypoints", "pairs", "points"):
+    for key in ("features", "resize_max", "max_keypoints", "pairs", "points", "tile_size"):
         v = getattr(args, key, None)
         if v is not None:
+            if key not in config_type.__dataclass_fields__:
+                raise VlocError(f"--{key.replace('_', '-')} does not apply to method {args.method}")
             overrides[key] = v
     data = {}
     if getattr(args, "config", None):
@@ -83,13 +85,14 @@ def cmd_localize(args) -> int:
     from .localizers import Query
     camera = Camera.from_string(args.camera) if args.camera else None
     localizer = load_localizer(args.map)
+    prior_of = _prior_source(args, localizer)
     poses, records, failed = {}, [], 0
     for path in args.images:
         path = Path(path)
         q = Query(path.name, image_path=path, camera=camera)
         t = time.perf_counter()
         try:
-            est = localizer.localize(q)
+            est = localizer.localize(q, prior_of(path))
         except DataError as e:          # a bad image fails this query, not the others
             from .localizers import Estimate
             est = Estimate.failed(str(e))
@@ -117,6 +120,23 @@ def cmd_localize(args) -> int:
     return EXIT_SOME_FAILED if failed else 0
 
 
+def _prior_source(args, localizer):
+    """path -> Prior or None, from --prior (one for all images) or --prior-exif."""
+    from .localizers.prior import parse_prior, prior_from_exif
+    if args.prior and args.prior_exif:
+        raise VlocError("give --prior or --prior-exif, not both")
+    if args.prior:
+        prior = parse_prior(args.prior)
+        return lambda path: prior
+    if args.prior_exif:
+        geo = getattr(localizer, "geo", None)
+        if geo is None:
+            raise VlocError("--prior-exif needs a geo-registered map (map option geo_registration = "
+                            "{lat, lon, alt, yaw_deg, scale})")
+        return lambda path: prior_from_exif(path, geo, args.prior_radius)
+    return lambda path: None
+
+
 def cmd_evaluate(args) -> int:
     from .datasets import Scene
     from .evaluation import summary_row, markdown_table, to_json, versions, write_report
@@ -131,7 +151,8 @@ def cmd_evaluate(args) -> int:
     scene = Scene.load(data, args.format)
     config = _map_config(args)
     run = evaluate(scene, args.split, args.method, config, map_dir=map_dir, preset=args.preset,
-                   known_intrinsics=not args.unknown_intrinsics, progress=not args.quiet)
+                   known_intrinsics=not args.unknown_intrinsics, prior_radius=args.prior_radius,
+                   prior_noise=args.prior_noise, progress=not args.quiet)
     run.meta["map"] = str(map_dir) if map_dir else None
     row = summary_row(run.summary, run.meta["preset"], run.meta["scene_scale"])
     print(markdown_table([{"scene": scene.name, "method": args.method, "split": args.split, **row}]))
@@ -165,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def map_options(p):
         p.add_argument("--method", default="structure",
-                       help="structure (default), retrieval-top1, retrieval-interpolated")
+                       help="structure (default), hierarchical, retrieval-top1, retrieval-interpolated, tiled")
         p.add_argument("--config", help="TOML file with map options ([map] table)")
         p.add_argument("--features", help="local features: colmap-sift (default), sift (OpenCV), rootsift")
         p.add_argument("--resize-max", type=int, help="longer image side for features (default 1600)")
@@ -173,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--pairs", choices=["auto", "exhaustive", "poses"])
         p.add_argument("--points", choices=["auto", "triangulate", "depth", "sfm"],
                        help="3D points from known poses, RGB-D depth, or SfM (default: auto)")
+        p.add_argument("--tile-size", type=float, help="tiled maps: tile side in map units (default 150)")
         p.add_argument("--format", help="dataset format (default: detected)")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
@@ -191,6 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--camera", help="'MODEL WIDTH HEIGHT PARAMS...' (COLMAP); unknown focal length if omitted")
     p.add_argument("-o", "--output", help="pose file (name qw qx qy qz tx ty tz, world-to-camera)")
     p.add_argument("--json", help="per-query details as JSON")
+    p.add_argument("--prior", help="position prior for every image: x,y,radius or x,y,z,radius (map units)")
+    p.add_argument("--prior-exif", action="store_true",
+                   help="position prior from each image's EXIF GPS (the map must be geo-registered)")
+    p.add_argument("--prior-radius", type=float, default=30.0, help="radius of EXIF priors in metres (default 30)")
     p.set_defaults(func=cmd_localize)
 
     p = sub.add_parser("evaluate", help="localize a split's queries and compare with ground truth")
@@ -200,6 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unknown-intrinsics", action="store_true", help="estimate the query focal length")
     p.add_argument("--report", help="directory for results.json, report.md, error_cdf.png, poses.txt")
     p.add_argument("--json", help="write the results JSON here")
+    p.add_argument("--prior-radius", type=float,
+                   help="give each query a position prior of this radius around its true centre "
+                        "(default: 20 for methods that need a prior, else none)")
+    p.add_argument("--prior-noise", type=float, default=0.0,
+                   help="GPS-like noise added to the prior centres (std per axis, map units; seeded)")
     map_options(p)
     p.set_defaults(func=cmd_evaluate)
 

@@ -46,6 +46,7 @@ class QueryResult:
     peak_memory_mb: float | None = None
     cam_from_world: Pose | None = None
     fold: str = ""
+    details: dict = field(default_factory=dict)     # method-specific facts (Estimate.details)
 
     def within(self, t_max: float, r_max_deg: float) -> bool:
         """Localized within both thresholds (failures never are)."""
@@ -79,6 +80,7 @@ def query_result(name: str, estimate: Estimate, gt_cam_from_world: Pose | None, 
         peak_memory_mb=None if peak_memory_mb is None else float(peak_memory_mb),
         cam_from_world=pose,
         fold=fold,
+        details=dict(estimate.details or {}),
     )
 
 

@@ -5,7 +5,7 @@ results.json contract::
 
     {"queries": [{"name", "success", "translation_error", "rotation_error", "seconds",
                   "inliers", "reason", "correspondences", "timings", "fold",
-                  "peak_memory_mb", "cam_from_world"}, ...],
+                  "peak_memory_mb", "cam_from_world", "details" (optional)}, ...],
      "summary": {...},      # see metrics.summarize
      "config":  {...},      # how the run was configured (free form)
      "versions": {...},     # see versions()
@@ -112,6 +112,7 @@ def result_to_json(r: QueryResult) -> dict:
         "fold": r.fold,
         "peak_memory_mb": r.peak_memory_mb,
         "cam_from_world": None if r.cam_from_world is None else _pose_list(r.cam_from_world),
+        **({"details": dict(r.details)} if r.details else {}),
     })
 
 
@@ -132,6 +133,7 @@ def result_from_json(d: Mapping) -> QueryResult:
         peak_memory_mb=None if d.get("peak_memory_mb") is None else float(d["peak_memory_mb"]),
         cam_from_world=None if pose is None else Pose.from_qt(pose[:4], pose[4:7]),
         fold=str(d.get("fold") or ""),
+        details=dict(d.get("details") or {}),
     )
 
 

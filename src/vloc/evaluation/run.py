@@ -13,8 +13,12 @@ from ..progress import progress_bar
 from ..datasets import Scene
 from ..errors import DataError
 from ..localizers.base import Query
+from ..localizers.prior import simulated_priors
 from .metrics import QueryResult, query_result, summarize
 from .presets import default_preset, thresholds_for
+
+
+DEFAULT_PRIOR_RADIUS = 20.0      # map units (metres on geo-registered maps)
 
 
 @dataclass
@@ -50,10 +54,13 @@ def peak_rss_mb() -> float:
 
 def evaluate(scene: Scene, split: str, method: str = "structure", map_config=None,
              map_dir: Path | None = None, localizer_config=None, preset: str | None = None,
-             known_intrinsics: bool = True,
+             known_intrinsics: bool = True, prior_radius: float | None = None, prior_noise: float = 0.0,
              work_dir: Path | None = None, progress: bool = True) -> EvaluationRun:
     """Evaluate `method` on `scene` with the named split. With `map_dir`, queries of the
-    (single-fold) split are localized against that map instead of building one."""
+    (single-fold) split are localized against that map instead of building one.
+    Position priors (GPS-like: the true centre plus Gaussian noise of `prior_noise` per
+    axis, seeded) are given to the queries when `prior_radius` is set, and by default
+    (radius DEFAULT_PRIOR_RADIUS, no noise) to methods that need one."""
     from ..localizers.registry import get_method, load_localizer
     folds = scene.split(split)
     if not any(f.query for f in folds):
@@ -64,6 +71,8 @@ def evaluate(scene: Scene, split: str, method: str = "structure", map_config=Non
                             "omit the map to build one per fold")
         _check_no_leak(map_dir, folds[0])
     m = get_method(method)
+    if prior_radius is None and m.uses_prior:
+        prior_radius = DEFAULT_PRIOR_RADIUS
     map_config = map_config if map_config is not None else m.config_type()
     results: list[QueryResult] = []
     maps: list[dict] = []
@@ -81,12 +90,13 @@ def evaluate(scene: Scene, split: str, method: str = "structure", map_config=Non
             else:
                 localizer = load_localizer(map_dir, localizer_config)
             queries = [f for f in fold.query if f.has_pose]
+            priors = simulated_priors(queries, prior_radius, prior_noise, seed=k) if prior_radius else {}
             for frame in progress_bar(queries, f"{scene.name} {fold.name}", progress):
                 q = Query(frame.name, image_path=frame.image_path,
                           camera=frame.camera if known_intrinsics else None)
                 reset_peak_rss()          # peak memory of this query, loaded map included
                 t = time.perf_counter()
-                est = localizer.localize(q)
+                est = localizer.localize(q, priors.get(frame.name))
                 seconds = time.perf_counter() - t
                 results.append(query_result(frame.name, est, frame.cam_from_world, seconds,
                                             fold=fold.name, peak_memory_mb=peak_rss_mb()))
@@ -98,7 +108,8 @@ def evaluate(scene: Scene, split: str, method: str = "structure", map_config=Non
         summary["median_map_mb"] = sorted(mm["bytes"] for mm in maps)[len(maps) // 2] / 2**20
     meta = {"scene": scene.name, "format": scene.format, "method": method, "split": split,
             "preset": preset, "scene_scale": scale, "folds": len(folds),
-            "known_intrinsics": known_intrinsics}
+            "known_intrinsics": known_intrinsics,
+            "prior": {"radius": prior_radius, "noise": prior_noise} if prior_radius else None}
     config = {"map": map_config.to_dict() if hasattr(map_config, "to_dict") else {},
               "localizer": localizer.config.to_dict() if hasattr(localizer, "config") else {}}
     return EvaluationRun(results, summary, meta, config, maps)

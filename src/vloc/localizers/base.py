@@ -7,6 +7,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ..errors import DataError
 from ..geometry import Camera, Pose
 
 
@@ -24,10 +25,26 @@ class Query:
 
 @dataclass(frozen=True)
 class Prior:
-    """A position prior (e.g. GPS): centre in map coordinates and radius in map units."""
+    """A position prior (e.g. GPS): the camera centre lies within `radius` map units of
+    `center`, given as (x, y, z) in map coordinates or as the 2 ground-plane
+    coordinates of the map (its tiles' axes)."""
 
     center: tuple[float, ...]
     radius: float
+
+    def __post_init__(self):
+        c = tuple(float(v) for v in np.ravel(self.center))
+        if len(c) not in (2, 3) or not all(np.isfinite(c)):
+            raise DataError(f"a position prior needs 2 or 3 finite coordinates, got {self.center!r}")
+        if not (np.isfinite(self.radius) and self.radius > 0):
+            raise DataError(f"a position prior needs a positive radius, got {self.radius!r}")
+        object.__setattr__(self, "center", c)
+        object.__setattr__(self, "radius", float(self.radius))
+
+    def ground(self, axes: tuple[int, int]) -> np.ndarray:
+        """The centre on the ground plane spanned by map axes `axes`."""
+        c = np.array(self.center)
+        return c if len(c) == 2 else c[list(axes)]
 
 
 @dataclass(frozen=True)
@@ -41,6 +58,7 @@ class Estimate:
     reason: str | None = None
     timings: dict[str, float] = field(default_factory=dict)   # seconds per stage
     camera: Camera | None = None          # the camera used (with the estimated focal if unknown)
+    details: dict = field(default_factory=dict)   # method-specific facts (e.g. tiles searched)
 
     @property
     def success(self) -> bool:

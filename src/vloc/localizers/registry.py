@@ -15,6 +15,7 @@ class Method:
     load: Callable         # load(map_dir) -> Localizer
     config_type: type      # map config dataclass (from_dict)
     description: str
+    uses_prior: bool = False   # the localizer needs a position prior per query
 
 
 def _structure() -> Method:
@@ -43,11 +44,20 @@ def _hierarchical() -> Method:
                   "retrieve top-k images, 2D-2D matching, lift through the map's tracks, PoseLib LO-RANSAC")
 
 
+def _tiled() -> Method:
+    from ..maps.tiles import TiledMapConfig, build_tiled_map
+    from .tiled import TiledLocalizer
+    return Method("tiled", build_tiled_map, TiledLocalizer.load, TiledMapConfig,
+                  "tiles (150 m, PQ-compressed descriptors) chosen by a position prior, 2D-3D per tile, "
+                  "best pose wins", uses_prior=True)
+
+
 METHODS: dict[str, Callable[[], Method]] = {
     "structure": _structure,
     "hierarchical": _hierarchical,
     "retrieval-top1": _retrieval("top1"),
     "retrieval-interpolated": _retrieval("interpolated"),
+    "tiled": _tiled,
 }
 
 

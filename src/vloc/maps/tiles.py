@@ -1,0 +1,241 @@
+"""Tiled maps (Lynen et al. 2020): a structure map's points cut into square tiles on
+the ground plane (default 150 m, each extended by an overlap), one file per tile with
+its points and PQ-compressed descriptors (a FAISS IVF-PQ index; one codebook trained
+for the whole map). A query loads only the tiles its position prior touches."""
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import faiss
+import h5py
+import numpy as np
+
+from ..errors import MapError, VlocError
+from ..progress import progress_bar
+from .config import MapConfig
+from .mapdir import atomic_map_dir, read_manifest, write_manifest
+from .points import read_points
+
+TILES_JSON = "tiles.json"
+_AXES = {"x": 0, "y": 1, "z": 2}
+
+
+@dataclass(frozen=True)
+class TiledMapConfig(MapConfig):
+    tile_size: float = 150.0          # side of a tile's core square (map units; metres for GPS)
+    tile_overlap: float = 25.0        # each tile also holds the points this far beyond its core
+    ground_axes: str = "xy"           # the map axes of the ground plane (xz for y-up scenes)
+    pq_bytes: int = 32                # bytes per descriptor (FAISS PQ, 8 bits per sub-vector); 0: uncompressed
+    geo_registration: dict = field(default_factory=dict)   # {lat, lon[, alt, yaw_deg, scale]}: GPS priors
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not (self.tile_size > 0 and math.isfinite(self.tile_size)):
+            raise VlocError(f"tile_size must be positive, got {self.tile_size}")
+        if not 0 <= self.tile_overlap < self.tile_size / 2:
+            raise VlocError(f"tile_overlap must be in [0, tile_size/2), got {self.tile_overlap}")
+        if len(self.ground_axes) != 2 or set(self.ground_axes) - set(_AXES) or len(set(self.ground_axes)) != 2:
+            raise VlocError(f"ground_axes must be two of x, y, z (e.g. xy), got {self.ground_axes!r}")
+        if self.pq_bytes < 0:
+            raise VlocError(f"pq_bytes must be >= 0, got {self.pq_bytes}")
+        if self.geo_registration:
+            from ..geometry.geo import GeoRegistration
+            GeoRegistration.from_dict(self.geo_registration)
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    origin: tuple[float, float]       # ground coordinates of tile (0, 0)'s core corner
+    size: float
+    overlap: float
+    axes: tuple[int, int]
+    shape: tuple[int, int]            # tiles along each ground axis
+
+    def to_dict(self) -> dict:
+        return {"origin": list(self.origin), "size": self.size, "overlap": self.overlap,
+                "axes": list(self.axes), "shape": list(self.shape)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TileGrid:
+        return cls(tuple(d["origin"]), float(d["size"]), float(d["overlap"]), tuple(d["axes"]), tuple(d["shape"]))
+
+    def bounds(self, i: int, j: int) -> tuple[float, float, float, float]:
+        """(min0, min1, max0, max1) of tile (i, j), overlap included."""
+        o0, o1 = self.origin
+        s, ov = self.size, self.overlap
+        return (o0 + i * s - ov, o1 + j * s - ov, o0 + (i + 1) * s + ov, o1 + (j + 1) * s + ov)
+
+    def tiles_of_points(self, g: np.ndarray) -> dict[tuple[int, int], np.ndarray]:
+        """For ground points (N, 2): {(i, j): sorted indices of the points tile (i, j) holds}
+        (a point near a border is in every tile whose extended square contains it)."""
+        origin, s, ov = np.array(self.origin), self.size, self.overlap
+        core = np.floor((g - origin) / s).astype(np.int64)
+        tile_ids, point_ids = [], []
+        for off in ((di, dj) for di in (-1, 0, 1) for dj in (-1, 0, 1)):
+            cand = core + np.array(off)
+            lo, hi = origin + cand * s - ov, origin + (cand + 1) * s + ov
+            ok = (np.all((g >= lo) & (g <= hi), axis=1) & (cand[:, 0] >= 0) & (cand[:, 1] >= 0)
+                  & (cand[:, 0] < self.shape[0]) & (cand[:, 1] < self.shape[1]))
+            tile_ids.append(cand[ok, 0] * self.shape[1] + cand[ok, 1])
+            point_ids.append(np.nonzero(ok)[0])
+        tid, pid = np.concatenate(tile_ids), np.concatenate(point_ids)
+        order = np.lexsort((pid, tid))
+        tid, pid = tid[order], pid[order]
+        cuts = np.nonzero(np.diff(tid))[0] + 1
+        return {(int(t[0] // self.shape[1]), int(t[0] % self.shape[1])): p
+                for t, p in zip(np.split(tid, cuts), np.split(pid, cuts)) if len(p)}
+
+    def tiles_touching(self, center: np.ndarray, radius: float) -> list[tuple[int, int]]:
+        """Tiles whose extended square meets the disk (center, radius), nearest first."""
+        c = np.asarray(center, dtype=np.float64)
+        reach = (self.overlap + radius) / self.size
+        lo = np.floor((c - np.array(self.origin)) / self.size - reach).astype(int)
+        hi = np.floor((c - np.array(self.origin)) / self.size + reach).astype(int)
+        out = []
+        for i in range(max(lo[0], 0), min(hi[0], self.shape[0] - 1) + 1):
+            for j in range(max(lo[1], 0), min(hi[1], self.shape[1] - 1) + 1):
+                b = self.bounds(i, j)
+                nearest = np.clip(c, [b[0], b[1]], [b[2], b[3]])
+                d = float(np.linalg.norm(c - nearest))
+                if d <= radius:
+                    mid = np.array([(b[0] + b[2]) / 2, (b[1] + b[3]) / 2])
+                    out.append((float(np.linalg.norm(c - mid)), (i, j)))
+        return [t for _, t in sorted(out)]
+
+
+def tile_name(i: int, j: int) -> str:
+    return f"tiles/tile_{i}_{j}.h5"
+
+
+def make_grid(g: np.ndarray, size: float, overlap: float, axes: tuple[int, int]) -> TileGrid:
+    origin = g.min(axis=0)
+    extent = g.max(axis=0) - origin
+    shape = tuple(int(max(1, math.floor(e / size) + 1)) for e in extent)
+    return TileGrid((float(origin[0]), float(origin[1])), float(size), float(overlap), axes, shape)
+
+
+def train_codebook(descriptors: np.ndarray, tile_counts: list[int], pq_bytes: int, seed: int = 0):
+    """An empty, trained index shared by all tiles: IVF with 4-bit fast-scan PQ
+    (2 x pq_bytes sub-vectors), or IVF-Flat when pq_bytes is 0. Measured on the demo
+    room (20k SIFT): PQ64x4fs trains in 0.5 s and finds the exact nearest neighbour for
+    97 % of descriptors; 8-bit PQ32 (same bytes) took 3.6-28 s to train, searched 6x
+    slower and found 98 %."""
+    x = np.ascontiguousarray(descriptors, dtype=np.float32)
+    m, d = x.shape
+    typical = int(np.median(tile_counts)) if tile_counts else m
+    nlist = int(min(max(8, 4 * math.sqrt(typical)), 1024, max(8, m // 40)))
+    if pq_bytes and d % (2 * pq_bytes):
+        raise VlocError(f"2 x pq_bytes must divide the descriptor size {d}, got pq_bytes={pq_bytes}")
+    index = faiss.index_factory(d, f"IVF{nlist},PQ{2 * pq_bytes}x4fs" if pq_bytes else f"IVF{nlist},Flat")
+    rng = np.random.default_rng(seed)
+    n_train = min(m, max(50 * nlist, 20_000))
+    faiss.extract_index_ivf(index).cp.seed = seed
+    index.train(x[np.sort(rng.choice(m, size=n_train, replace=False))])
+    return index
+
+
+def write_tile(path: Path, xyz: np.ndarray, desc_point: np.ndarray, index, bounds) -> int:
+    blob = faiss.serialize_index(index)          # FAISS's own format (no pickle)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("xyz", data=xyz.astype(np.float64))
+        f.create_dataset("desc_point", data=desc_point.astype(np.int32))
+        f.create_dataset("index", data=blob)
+        f.attrs["bounds"] = np.asarray(bounds, dtype=np.float64)
+    return path.stat().st_size
+
+
+def tile_structure_map(structure_dir: Path, out: Path, config: TiledMapConfig = TiledMapConfig(),
+                       source: dict | None = None, overwrite: bool = False, progress: bool = True) -> dict:
+    """Cut a built structure map into a tiled map at `out`. Returns the manifest."""
+    t0 = time.perf_counter()
+    inner = read_manifest(structure_dir)
+    pts = read_points(Path(structure_dir) / "points.h5")
+    axes = (_AXES[config.ground_axes[0]], _AXES[config.ground_axes[1]])
+    g = pts.xyz[:, list(axes)]
+    grid = make_grid(g, config.tile_size, config.tile_overlap, axes)
+    members = sorted(grid.tiles_of_points(g).items())
+    # descriptors of point p are rows where desc_point == p
+    order = np.argsort(pts.desc_point, kind="stable")
+    starts = np.searchsorted(pts.desc_point[order], np.arange(len(pts) + 1))
+    counts = [int((starts[idx + 1] - starts[idx]).sum()) for _, idx in members]
+    codebook = train_codebook(pts.descriptors, counts, config.pq_bytes)
+    tiles = {}
+    with atomic_map_dir(out, overwrite) as tmp:
+        (tmp / "tiles").mkdir()
+        for (i, j), idx in progress_bar(members, "tiles", progress):
+            rows = np.concatenate([order[starts[p]:starts[p + 1]] for p in idx])
+            local = np.searchsorted(idx, pts.desc_point[rows])      # idx is sorted
+            index = faiss.clone_index(codebook)
+            index.add(np.ascontiguousarray(pts.descriptors[rows], dtype=np.float32))
+            name = tile_name(i, j)
+            nbytes = write_tile(tmp / name, pts.xyz[idx], local, index, grid.bounds(i, j))
+            tiles[f"{i}_{j}"] = {"file": name, "points": int(len(idx)), "descriptors": int(len(rows)),
+                                 "bytes": nbytes, "bounds": list(grid.bounds(i, j))}
+        (tmp / TILES_JSON).write_text(json.dumps({"grid": grid.to_dict(), "tiles": tiles}, indent=1))
+        sizes = [t["bytes"] for t in tiles.values()]
+        stats = {**{k: inner["stats"][k] for k in ("images", "points", "descriptors", "mean_track_length",
+                                                    "mean_reprojection_error") if k in inner["stats"]},
+                 "tiles": len(tiles), "grid_shape": list(grid.shape),
+                 "max_tile_mb": max(sizes) / 2**20, "median_tile_mb": float(np.median(sizes)) / 2**20,
+                 "descriptor_bytes": config.pq_bytes or 4 * pts.descriptors.shape[1],
+                 "timings": {**inner["stats"].get("timings", {}), "tiling": time.perf_counter() - t0}}
+        return write_manifest(tmp, "tiled", {"map": config.to_dict(), "extractor": inner["config"]["extractor"]},
+                              source or inner.get("source", {}), stats)
+
+
+def build_tiled_map(frames, out: Path, config: TiledMapConfig = TiledMapConfig(), source: dict | None = None,
+                    overwrite: bool = False, progress: bool = True) -> dict:
+    """Build a structure map from `frames` (in a temporary folder), then tile it."""
+    from .build import build_map
+    if Path(out).exists() and not overwrite:
+        raise MapError(f"output exists: {out} (use --overwrite to replace it)")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    base = MapConfig.from_dict({k: v for k, v in config.to_dict().items() if k in MapConfig.__dataclass_fields__})
+    with tempfile.TemporaryDirectory(dir=Path(out).parent, prefix=f".{Path(out).name}.structure-") as work:
+        build_map(frames, Path(work) / "structure", base, source, progress=progress)
+        return tile_structure_map(Path(work) / "structure", out, config, source, overwrite, progress)
+
+
+@dataclass
+class Tile:
+    key: str
+    xyz: np.ndarray
+    desc_point: np.ndarray
+    index: object
+    nbytes: int                       # memory held: index codes and lists, points
+
+
+def read_tile(map_dir: Path, key: str, info: dict, expected_bytes: int | None) -> Tile:
+    """Load one tile file, with a clear MapError when it is missing, truncated or corrupt."""
+    path = Path(map_dir) / info["file"]
+    if not path.is_file():
+        raise MapError(f"tile {key} of map {map_dir} is missing: {info['file']}")
+    if expected_bytes is not None and path.stat().st_size != expected_bytes:
+        raise MapError(f"tile file {path} is truncated or modified ({path.stat().st_size} bytes, "
+                       f"expected {expected_bytes}): rebuild the map")
+    try:
+        with h5py.File(path, "r") as f:
+            xyz, desc_point, blob = f["xyz"][()], f["desc_point"][()], f["index"][()]
+        index = faiss.deserialize_index(blob)
+    except (OSError, KeyError, RuntimeError, ValueError) as e:
+        raise MapError(f"corrupt tile file {path}: {str(e).splitlines()[0]}") from None
+    if index.ntotal != len(desc_point) or (len(desc_point) and desc_point.max() >= len(xyz)):
+        raise MapError(f"corrupt tile file {path}: inconsistent points and descriptors")
+    return Tile(key, xyz, desc_point, index, int(blob.nbytes + xyz.nbytes + desc_point.nbytes))
+
+
+def read_tiles_json(map_dir: Path) -> tuple[TileGrid, dict]:
+    path = Path(map_dir) / TILES_JSON
+    try:
+        d = json.loads(path.read_text())
+        return TileGrid.from_dict(d["grid"]), d["tiles"]
+    except FileNotFoundError:
+        raise MapError(f"tiled map {map_dir} has no {TILES_JSON}") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise MapError(f"corrupt {path}: {e}") from None
+
