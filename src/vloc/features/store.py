@@ -15,9 +15,12 @@ def _key(name: str) -> str:
     return name.replace("/", "|")   # image names may contain '/', HDF5 paths may not
 
 
-def write_features(path: Path, features: dict[str, Features]) -> None:
-    with h5py.File(path, "w") as f:
+def write_features(path: Path, features: dict[str, Features], mode: str = "w") -> None:
+    """Write (mode 'w') or add to (mode 'a') a feature store."""
+    with h5py.File(path, mode) as f:
         for name, feat in features.items():
+            if _key(name) in f:
+                del f[_key(name)]
             g = f.create_group(_key(name))
             g.create_dataset("keypoints", data=feat.keypoints.astype(np.float32))
             g.create_dataset("descriptors", data=feat.descriptors.astype(np.float16))
@@ -31,11 +34,12 @@ def read_features(path: Path, names=None) -> dict[str, Features]:
     out = {}
     try:
         with h5py.File(path, "r") as f:
-            for key in f:
+            keys = list(f) if names is None else [_key(n) for n in names]
+            for key in keys:
+                if key not in f:
+                    raise MapError(f"feature store {path} has no image {key.replace('|', '/')}")
                 g = f[key]
                 name = str(g.attrs["name"])
-                if names is not None and name not in names:
-                    continue
                 out[name] = Features(g["keypoints"][()], g["descriptors"][()].astype(np.float32),
                                      g["scores"][()], g["scales"][()],
                                      tuple(int(v) for v in g.attrs["image_size"]))

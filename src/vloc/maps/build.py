@@ -71,8 +71,9 @@ def triangulate(frames, feats, matches, cfg: MapConfig, work: Path):
 
 
 def build_map(frames: list[Frame], out: Path, config: MapConfig = MapConfig(), source: dict | None = None,
-              overwrite: bool = False, progress: bool = True) -> dict:
-    """Build a structure map from `frames` into directory `out`. Returns the manifest."""
+              overwrite: bool = False, progress: bool = True, features: dict[str, Features] | None = None) -> dict:
+    """Build a structure map from `frames` into directory `out`. Returns the manifest.
+    `features`: already extracted with this config's extractor (e.g. shared by tiles)."""
     frames = list(frames)
     if len(frames) < 2:
         raise DataError(f"need at least 2 mapping images, got {len(frames)}")
@@ -83,7 +84,10 @@ def build_map(frames: list[Frame], out: Path, config: MapConfig = MapConfig(), s
     t0 = time.perf_counter()
     extractor = make_extractor(config.features, resize_max=config.resize_max,
                                max_keypoints=config.max_keypoints, **config.feature_options)
-    feats = _timed(timings, "features", lambda: _extract(extractor, frames, config, progress))
+    if features is None:
+        feats = _timed(timings, "features", lambda: _extract(extractor, frames, config, progress))
+    else:
+        feats = features
     pairs = select_pairs(frames, config.pairs, config.num_pairs, config.max_pair_angle)
     matches = _timed(timings, "matching",
                      lambda: match_pairs(frames, feats, pairs, config, mode != "sfm", progress))

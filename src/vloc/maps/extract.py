@@ -50,11 +50,19 @@ def extract_frames(extractor: LocalExtractor, frames: list[Frame], resize_max: i
     if processes is None:
         single_core = getattr(extractor, "single_threaded", False)
         processes = min(2, os.cpu_count() or 1) if single_core and len(frames) >= 8 else 1
+    window = 64                       # images decoded ahead: memory stays bounded on 100k-image maps
+    out: dict[str, Features] = {}
+    bar = progress_bar(None, "features", progress, total=len(frames))
     if processes <= 1:
         with ThreadPoolExecutor(max_workers=2) as pool:       # decoding overlaps extraction
-            futures = [pool.submit(extract_frame, extractor, f, resize_max) for f in frames]
-            return {f.name: fut.result() for f, fut in
-                    progress_bar(zip(frames, futures), "features", progress, total=len(frames))}
+            for start in range(0, len(frames), window):
+                chunk = frames[start:start + window]
+                futures = [pool.submit(extract_frame, extractor, f, resize_max) for f in chunk]
+                for f, fut in zip(chunk, futures):
+                    out[f.name] = fut.result()
+                    bar.update(1)
+        bar.close()
+        return out
     # fork (not spawn: spawn re-imports the caller's __main__) before any thread starts;
     # the workers only run the extractor on arrays, no decoding library
     workers = ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("fork"))
@@ -62,14 +70,19 @@ def extract_frames(extractor: LocalExtractor, frames: list[Frame], resize_max: i
         list(workers.map(_noop, range(processes)))
         config = extractor.config_dict()
         with ThreadPoolExecutor(max_workers=2) as decode:
-            images = [decode.submit(read_frame_image, f, resize_max) for f in frames]
-            futures = []
-            try:
-                for img in images:
-                    futures.append(workers.submit(_worker, config, *img.result()))
-                return {f.name: fut.result() for f, fut in
-                        progress_bar(zip(frames, futures), "features", progress, total=len(frames))}
-            except BaseException:
-                for fut in images + futures:
-                    fut.cancel()
-                raise
+            for start in range(0, len(frames), window):
+                chunk = frames[start:start + window]
+                images = [decode.submit(read_frame_image, f, resize_max) for f in chunk]
+                futures = []
+                try:
+                    for img in images:
+                        futures.append(workers.submit(_worker, config, *img.result()))
+                    for f, fut in zip(chunk, futures):
+                        out[f.name] = fut.result()
+                        bar.update(1)
+                except BaseException:
+                    for fut in images + futures:
+                        fut.cancel()
+                    raise
+    bar.close()
+    return out

@@ -14,19 +14,22 @@ def exhaustive_pairs(frames: list[Frame]) -> list[tuple[int, int]]:
 
 def pairs_from_poses(frames: list[Frame], num: int = 20, max_angle_deg: float = 75.0) -> list[tuple[int, int]]:
     """For each image, its `num` nearest images (camera centres) among those whose
-    viewing directions differ by less than `max_angle_deg` (as hloc's pairs_from_poses)."""
+    viewing directions differ by less than `max_angle_deg` (as hloc's pairs_from_poses).
+    A KD-tree gives the candidates, so this scales to 100k images (no N x N matrix)."""
+    from scipy.spatial import cKDTree
     centers = np.array([f.cam_from_world.center for f in frames])
     dirs = np.array([f.cam_from_world.R[2] for f in frames])        # optical axes in world
-    dist = np.linalg.norm(centers[:, None] - centers[None], axis=2)
-    cosang = np.clip(dirs @ dirs.T, -1, 1)
-    dist[cosang < np.cos(np.radians(max_angle_deg))] = np.inf
-    np.fill_diagonal(dist, np.inf)
+    n = len(frames)
+    min_cos = np.cos(np.radians(max_angle_deg))
+    # candidates: the 16 x num nearest centres (all of them below 16 x num + 1 images,
+    # which gives exactly the old dense-matrix result there)
+    dist, idx = cKDTree(centers).query(centers, k=min(n, 16 * num + 1))
     pairs = set()
-    for i in range(len(frames)):
-        order = np.argsort(dist[i], kind="stable")[:num]
-        for j in order:
-            if np.isfinite(dist[i, j]):
-                pairs.add((min(i, j), max(i, j)))
+    for i in range(n):
+        ok = (idx[i] != i) & np.isfinite(dist[i])
+        cand = idx[i][ok]
+        chosen = cand[dirs[cand] @ dirs[i] >= min_cos][:num]
+        pairs.update((min(i, int(j)), max(i, int(j))) for j in chosen)
     return sorted(pairs)
 
 

@@ -1,7 +1,8 @@
-"""Tiled maps (Lynen et al. 2020): a structure map's points cut into square tiles on
-the ground plane (default 150 m, each extended by an overlap), one file per tile with
-its points and PQ-compressed descriptors (a FAISS IVF-PQ index; one codebook trained
-for the whole map). A query loads only the tiles its position prior touches."""
+"""Tiled maps (Lynen et al. 2020): square tiles on the ground plane (default 150 m,
+each extended by an overlap) laid over the mapping cameras; each tile is the structure
+map of the cameras inside it (what can be seen from there), stored as one file with its
+points and PQ-compressed descriptors (its own FAISS IVF-PQ index). A query loads only
+the tiles its position prior touches."""
 from __future__ import annotations
 
 import json
@@ -18,7 +19,7 @@ import numpy as np
 from ..errors import MapError, VlocError
 from ..progress import progress_bar
 from .config import MapConfig
-from .mapdir import atomic_map_dir, read_manifest, write_manifest
+from .mapdir import atomic_map_dir, write_manifest
 from .points import read_points
 
 TILES_JSON = "tiles.json"
@@ -119,86 +120,111 @@ def make_grid(g: np.ndarray, size: float, overlap: float, axes: tuple[int, int])
     return TileGrid((float(origin[0]), float(origin[1])), float(size), float(overlap), axes, shape)
 
 
-def train_codebook(descriptors: np.ndarray, tile_counts: list[int], pq_bytes: int, seed: int = 0):
-    """An empty, trained index shared by all tiles: IVF with 4-bit fast-scan PQ
-    (2 x pq_bytes sub-vectors), or IVF-Flat when pq_bytes is 0. Measured on the demo
-    room (20k SIFT): PQ64x4fs trains in 0.5 s and finds the exact nearest neighbour for
-    97 % of descriptors; 8-bit PQ32 (same bytes) took 3.6-28 s to train, searched 6x
-    slower and found 98 %."""
+MIN_COMPRESSED = 640      # descriptors; below, a tile keeps them uncompressed (exact search)
+
+
+def tile_index(descriptors: np.ndarray, pq_bytes: int, seed: int = 0):
+    """A tile's own FAISS index: IVF with 4-bit fast-scan PQ (2 x pq_bytes sub-vectors),
+    IVF-Flat when pq_bytes is 0, exact (flat) for tiny tiles. Measured on the demo room
+    (20k SIFT): PQ64x4fs trains in 0.5 s and finds the exact nearest neighbour for 97 %
+    of descriptors; 8-bit PQ32 (same bytes) took 3.6-28 s to train, searched 6x slower
+    and found 98 %."""
     x = np.ascontiguousarray(descriptors, dtype=np.float32)
     m, d = x.shape
-    typical = int(np.median(tile_counts)) if tile_counts else m
-    nlist = int(min(max(8, 4 * math.sqrt(typical)), 1024, max(8, m // 40)))
     if pq_bytes and d % (2 * pq_bytes):
         raise VlocError(f"2 x pq_bytes must divide the descriptor size {d}, got pq_bytes={pq_bytes}")
-    index = faiss.index_factory(d, f"IVF{nlist},PQ{2 * pq_bytes}x4fs" if pq_bytes else f"IVF{nlist},Flat")
-    rng = np.random.default_rng(seed)
-    n_train = min(m, max(50 * nlist, 20_000))
-    faiss.extract_index_ivf(index).cp.seed = seed
-    index.train(x[np.sort(rng.choice(m, size=n_train, replace=False))])
+    if m < MIN_COMPRESSED:
+        index = faiss.IndexFlatL2(d)
+    else:
+        nlist = int(min(4 * math.sqrt(m), m // 39, 4096))          # >= 39 training points per list
+        index = faiss.index_factory(d, f"IVF{nlist},PQ{2 * pq_bytes}x4fs" if pq_bytes else f"IVF{nlist},Flat")
+        faiss.extract_index_ivf(index).cp.seed = seed
+        rng = np.random.default_rng(seed)
+        index.train(x[np.sort(rng.choice(m, size=min(m, 256 * nlist), replace=False))])
+    index.add(x)
     return index
 
 
-def write_tile(path: Path, xyz: np.ndarray, desc_point: np.ndarray, index, bounds) -> int:
+def write_tile(path: Path, xyz: np.ndarray, desc_point: np.ndarray, index, bounds, frames: list[str]) -> int:
     blob = faiss.serialize_index(index)          # FAISS's own format (no pickle)
     with h5py.File(path, "w") as f:
         f.create_dataset("xyz", data=xyz.astype(np.float64))
         f.create_dataset("desc_point", data=desc_point.astype(np.int32))
         f.create_dataset("index", data=blob)
         f.attrs["bounds"] = np.asarray(bounds, dtype=np.float64)
+        f.attrs["frames"] = len(frames)
     return path.stat().st_size
 
 
-def tile_structure_map(structure_dir: Path, out: Path, config: TiledMapConfig = TiledMapConfig(),
-                       source: dict | None = None, overwrite: bool = False, progress: bool = True) -> dict:
-    """Cut a built structure map into a tiled map at `out`. Returns the manifest."""
-    t0 = time.perf_counter()
-    inner = read_manifest(structure_dir)
-    pts = read_points(Path(structure_dir) / "points.h5")
-    axes = (_AXES[config.ground_axes[0]], _AXES[config.ground_axes[1]])
-    g = pts.xyz[:, list(axes)]
-    grid = make_grid(g, config.tile_size, config.tile_overlap, axes)
-    members = sorted(grid.tiles_of_points(g).items())
-    # descriptors of point p are rows where desc_point == p
-    order = np.argsort(pts.desc_point, kind="stable")
-    starts = np.searchsorted(pts.desc_point[order], np.arange(len(pts) + 1))
-    counts = [int((starts[idx + 1] - starts[idx]).sum()) for _, idx in members]
-    codebook = train_codebook(pts.descriptors, counts, config.pq_bytes)
-    tiles = {}
-    with atomic_map_dir(out, overwrite) as tmp:
-        (tmp / "tiles").mkdir()
-        for (i, j), idx in progress_bar(members, "tiles", progress):
-            rows = np.concatenate([order[starts[p]:starts[p + 1]] for p in idx])
-            local = np.searchsorted(idx, pts.desc_point[rows])      # idx is sorted
-            index = faiss.clone_index(codebook)
-            index.add(np.ascontiguousarray(pts.descriptors[rows], dtype=np.float32))
-            name = tile_name(i, j)
-            nbytes = write_tile(tmp / name, pts.xyz[idx], local, index, grid.bounds(i, j))
-            tiles[f"{i}_{j}"] = {"file": name, "points": int(len(idx)), "descriptors": int(len(rows)),
-                                 "bytes": nbytes, "bounds": list(grid.bounds(i, j))}
-        (tmp / TILES_JSON).write_text(json.dumps({"grid": grid.to_dict(), "tiles": tiles}, indent=1))
-        sizes = [t["bytes"] for t in tiles.values()]
-        stats = {**{k: inner["stats"][k] for k in ("images", "points", "descriptors", "mean_track_length",
-                                                    "mean_reprojection_error") if k in inner["stats"]},
-                 "tiles": len(tiles), "grid_shape": list(grid.shape),
-                 "max_tile_mb": max(sizes) / 2**20, "median_tile_mb": float(np.median(sizes)) / 2**20,
-                 "descriptor_bytes": config.pq_bytes or 4 * pts.descriptors.shape[1],
-                 "timings": {**inner["stats"].get("timings", {}), "tiling": time.perf_counter() - t0}}
-        return write_manifest(tmp, "tiled", {"map": config.to_dict(), "extractor": inner["config"]["extractor"]},
-                              source or inner.get("source", {}), stats)
+def _extract_to_store(frames, config: MapConfig, store: Path, progress: bool, chunk: int = 2000) -> None:
+    """All frames' features into an HDF5 store, chunk by chunk (bounded memory)."""
+    from ..features import make_extractor
+    from ..features.store import write_features
+    from .extract import extract_frames
+    extractor = make_extractor(config.features, resize_max=config.resize_max,
+                               max_keypoints=config.max_keypoints, **config.feature_options)
+    for start in progress_bar(range(0, len(frames), chunk), "features (chunks)", progress and len(frames) > chunk):
+        feats = extract_frames(extractor, frames[start:start + chunk], config.resize_max, progress)
+        write_features(store, feats, mode="a")
+    return extractor.config_dict()
 
 
 def build_tiled_map(frames, out: Path, config: TiledMapConfig = TiledMapConfig(), source: dict | None = None,
                     overwrite: bool = False, progress: bool = True) -> dict:
-    """Build a structure map from `frames` (in a temporary folder), then tile it."""
+    """A tiled map: the grid is laid over the mapping cameras' centres; each tile is a
+    structure map of the frames whose centres lie in its extended square (so it holds
+    what can be seen from there), kept as points + a compressed descriptor index.
+    Tiles are built one at a time (memory bounded by a tile, not the map)."""
+    from ..features.store import read_features
+    from ..datasets import Frame
     from .build import build_map
-    if Path(out).exists() and not overwrite:
-        raise MapError(f"output exists: {out} (use --overwrite to replace it)")
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    frames = [f for f in frames if isinstance(f, Frame)]
+    if len(frames) < 2:
+        raise MapError(f"need at least 2 mapping images, got {len(frames)}")
+    if not all(f.has_pose for f in frames):
+        raise MapError("a tiled map needs a pose for every mapping frame (the tiles follow the cameras)")
+    t0 = time.perf_counter()
+    axes = (_AXES[config.ground_axes[0]], _AXES[config.ground_axes[1]])
+    g = np.array([f.cam_from_world.center[list(axes)] for f in frames])
+    grid = make_grid(g, config.tile_size, config.tile_overlap, axes)
+    members = sorted((k, v) for k, v in grid.tiles_of_points(g).items() if len(v) >= 2)
     base = MapConfig.from_dict({k: v for k, v in config.to_dict().items() if k in MapConfig.__dataclass_fields__})
-    with tempfile.TemporaryDirectory(dir=Path(out).parent, prefix=f".{Path(out).name}.structure-") as work:
-        build_map(frames, Path(work) / "structure", base, source, progress=progress)
-        return tile_structure_map(Path(work) / "structure", out, config, source, overwrite, progress)
+    tiles, totals = {}, {"points": 0, "descriptors": 0}
+    reproj = []
+    with atomic_map_dir(out, overwrite) as tmp, tempfile.TemporaryDirectory(dir=tmp.parent) as work:
+        work = Path(work)
+        extractor_cfg = _extract_to_store(frames, base, work / "features.h5", progress)
+        t_feat = time.perf_counter() - t0
+        (tmp / "tiles").mkdir()
+        for (i, j), idx in progress_bar(members, "tiles", progress):
+            sub = [frames[k] for k in idx]
+            feats = read_features(work / "features.h5", [f.name for f in sub])
+            try:
+                inner = build_map(sub, work / "tile", base, progress=False, features=feats, overwrite=True)
+            except MapError:
+                continue                  # too few matches among this tile's images
+            pts = read_points(work / "tile" / "points.h5")
+            index = tile_index(pts.descriptors, config.pq_bytes)
+            name = tile_name(i, j)
+            nbytes = write_tile(tmp / name, pts.xyz, pts.desc_point, index, grid.bounds(i, j), [f.name for f in sub])
+            tiles[f"{i}_{j}"] = {"file": name, "frames": len(sub), "points": len(pts),
+                                 "descriptors": len(pts.descriptors), "bytes": nbytes,
+                                 "bounds": list(grid.bounds(i, j))}
+            totals["points"] += len(pts)
+            totals["descriptors"] += len(pts.descriptors)
+            reproj.append(inner["stats"]["mean_reprojection_error"])
+        if not tiles:
+            raise MapError("no tile could be built: too few verified matches between mapping images")
+        (tmp / TILES_JSON).write_text(json.dumps({"grid": grid.to_dict(), "tiles": tiles}, indent=1))
+        sizes = [t["bytes"] for t in tiles.values()]
+        stats = {"images": len(frames), **totals, "tiles": len(tiles), "grid_shape": list(grid.shape),
+                 "mean_track_length": totals["descriptors"] / max(totals["points"], 1),
+                 "mean_reprojection_error": float(np.mean(reproj)),
+                 "max_tile_mb": max(sizes) / 2**20, "median_tile_mb": float(np.median(sizes)) / 2**20,
+                 "descriptor_bytes": config.pq_bytes or 4 * pts.descriptors.shape[1],
+                 "timings": {"features": t_feat, "total": time.perf_counter() - t0}}
+        return write_manifest(tmp, "tiled", {"map": config.to_dict(), "extractor": extractor_cfg},
+                              source or {}, stats)
 
 
 @dataclass
