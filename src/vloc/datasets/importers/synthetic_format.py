@@ -1,4 +1,5 @@
-"""Importer for scenes written by `vloc.datasets.synthetic.generate_scene`.
+"""Importer for scenes written by `vloc.datasets.synthetic.generate_scene` (the room)
+and `generate_city` (the city: JPEG images in sub-folders, depth optional).
 
 A synthetic scene is a folder holding `vloc_synthetic.json` (the manifest):
 
@@ -10,7 +11,8 @@ A synthetic scene is a folder holding `vloc_synthetic.json` (the manifest):
                  "depth": "depth/mapping/0000.png", "role": "mapping" | "query",
                  "cam_from_world": {"qvec_wxyz": [w, x, y, z], "t": [x, y, z]}}, ...]}
 
-Depth maps are 16-bit PNGs in millimetres (0 = no surface), registered to the images.
+Images are PNG or JPEG. Depth maps (where a frame has "depth") are 16-bit PNGs,
+value * depth_scale = metres (0 = no surface), registered to the images.
 The official split "official" maps the `mapping` frames and queries the `query` ones."""
 from __future__ import annotations
 
@@ -87,7 +89,8 @@ def load(path: Path) -> Scene:
         raise DataError(f"synthetic scene {root} is incomplete: {len(missing)} file(s) missing, "
                         f"e.g. {missing[0]}")
     name = str(data.get("config", {}).get("name") or root.name)
-    notes = ["synthetic scene rendered by vloc (exact poses, intrinsics and depth)"]
+    has_depth = any(f.depth_path is not None for f in frames)
+    notes = [f"synthetic scene rendered by vloc (exact poses, intrinsics{' and depth' if has_depth else ''})"]
     return Scene(name=name, root=root, format="synthetic", frames=frames,
                  official_splits={"official": (roles["mapping"], roles["query"])},
                  metric=True, notes=notes)

@@ -22,9 +22,16 @@ COLMAP's convention (pixel (i, j) has its centre at (j + 0.5, i + 0.5)).
 `render()` gives an RGB image and the z-depth (along the optical axis, metres) of
 the nearest surface per pixel; `generate_scene()` writes a whole scene (mapping and
 query frames, depth, manifest) that the "synthetic" importer reads back.
+
+`city_world()` builds a street grid of at least 1 km^2 with street-level poses
+(`city_mapping_poses`, `city_query_poses`); its finite view distance lets the
+renderer cull all but the nearby quads, and `generate_city()` writes 100k-frame
+scenes in forked workers, restartably.
 """
 # also re-exported (not in __all__, as before the split into modules): DEPTH_SCALE, MANIFEST,
 # depth_to_png, EDGE_EPS, NEAR, RENDER_VERSION
+from .city import CityWorld, Street, city_mapping_poses, city_query_poses, city_world
+from .city_scene import CityConfig, city_scene_poses, generate_city
 from .generate import (DEPTH_SCALE, MANIFEST, SyntheticConfig, build_world, depth_to_png,
                        generate_scene, scene_poses)
 from .rendering import EDGE_EPS, NEAR, RENDER_VERSION, raycast, render
@@ -34,8 +41,10 @@ from .world import (Block, DirectionalLight, Lighting, PointLight, Quad, World, 
                     room_world, shade)
 
 __all__ = [
-    "PHOTOS", "Block", "DirectionalLight", "Lighting", "PointLight", "Quad", "SyntheticConfig",
-    "TextureAtlas", "World", "box_quads", "build_world", "generate_scene", "load_photo",
+    "PHOTOS", "Block", "CityConfig", "CityWorld", "DirectionalLight", "Lighting", "PointLight",
+    "Quad", "Street", "SyntheticConfig", "TextureAtlas", "World", "box_quads", "build_world",
+    "city_mapping_poses", "city_query_poses", "city_scene_poses", "city_world", "generate_city",
+    "generate_scene", "load_photo",
     "look_at", "pose_from_view", "query_poses", "raycast", "rect", "render", "room_trajectory",
     "room_world", "scene_poses", "shade", "texture_atlas",
 ]

@@ -1,5 +1,7 @@
 """Rendering of a synthetic `World` by numpy ray casting: nearest surface per pixel
-(`raycast`), mip-mapped texture sampling, shading (`render`)."""
+(`raycast`), mip-mapped texture sampling, shading (`render`). Worlds with a finite
+view distance are culled first (`culling.visible_quads`): only nearby quads in front
+of the camera are ray-cast, so a frame costs the same in a room or a city."""
 from __future__ import annotations
 
 import math
@@ -10,8 +12,9 @@ import numpy as np
 from ..._libs import cv2
 from ...errors import DataError
 from ...geometry import Camera, Pose
+from .culling import visible_quads
 from .textures import TextureAtlas, texture_atlas
-from .world import Quad, World, shade
+from .world import PointLight, Quad, World, shade
 
 __all__ = ["EDGE_EPS", "NEAR", "RENDER_VERSION", "raycast", "render"]
 
@@ -32,10 +35,15 @@ class _QuadTable:
     cam_corners: np.ndarray      # (K, 4, 3) corners in camera coordinates
 
 
-def _quad_table(world: World, pose: Pose) -> _QuadTable:
-    O = np.array([q.origin for q in world.quads])
-    U = np.array([q.u_edge for q in world.quads])
-    V = np.array([q.v_edge for q in world.quads])
+def _quad_table(world: World, pose: Pose, idx: np.ndarray | None = None) -> _QuadTable:
+    """The table of all quads, or of the quads `idx` (in that order)."""
+    if idx is None:
+        O = np.array([q.origin for q in world.quads])
+        U = np.array([q.u_edge for q in world.quads])
+        V = np.array([q.v_edge for q in world.quads])
+    else:
+        g = world.quad_grid
+        O, U, V = g.origin[idx], g.u[idx], g.v[idx]
     R, C = pose.R, pose.center
     n = np.cross(U, V)
     h = np.einsum("ij,ij->i", n, O - C)
@@ -73,18 +81,41 @@ def _clip_near(poly: np.ndarray, near: float) -> np.ndarray:
     return np.array(out).reshape(-1, 3)
 
 
-def raycast(world: World, camera: Camera, cam_from_world: Pose) -> tuple[np.ndarray, np.ndarray]:
+def _visible(world: World, camera: Camera, pose: Pose) -> np.ndarray | None:
+    """The quads to ray-cast (sorted indices), None for all."""
+    if not math.isfinite(world.view_distance):
+        return None
+    xs, ys = _rays(camera)
+    return visible_quads(world, (xs.min(), xs.max(), ys.min(), ys.max()), pose, NEAR)
+
+
+def raycast(world: World, camera: Camera, cam_from_world: Pose, *,
+            cull: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Nearest surface per pixel: (z-depth float64 (H, W), inf where no hit;
-    quad index int32 (H, W), -1 where no hit)."""
-    tab = _quad_table(world, cam_from_world)
+    quad index int32 (H, W), -1 where no hit). `cull=False` ray-casts every quad
+    (a reference for the culling; same result)."""
+    idx = _visible(world, camera, cam_from_world) if cull else None
+    depth, qid = _cast(world, camera, cam_from_world, idx)
+    if idx is not None:
+        qid = np.where(qid >= 0, idx[np.maximum(qid, 0)], -1).astype(np.int32)
+    return depth, qid
+
+
+def _cast(world: World, camera: Camera, cam_from_world: Pose,
+          idx: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """`raycast` over the quads `idx` (None: all); quad indices are positions in `idx`."""
+    tab = _quad_table(world, cam_from_world, idx)
+    one_sided = math.isfinite(world.view_distance)
     xs, ys = _rays(camera)
     separable = xs.ndim == 1
     W, H = camera.width, camera.height
     depth = np.full((H, W), np.inf)
     qid = np.full((H, W), -1, np.int32)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        for k in range(len(world.quads)):
+        for k in range(len(tab.h)):
             if abs(tab.h[k]) < 1e-12:      # the camera lies in the quad's plane
+                continue
+            if one_sided and tab.h[k] < 0:  # seen from behind
                 continue
             if separable:
                 poly = _clip_near(tab.cam_corners[k], NEAR)
@@ -110,6 +141,10 @@ def raycast(world: World, camera: Camera, cam_from_world: Pose) -> tuple[np.ndar
                 & (t >= -EDGE_EPS) & (t <= 1 + EDGE_EPS)
             zb[hit] = lam[hit]
             qid[i0:i1 + 1, j0:j1 + 1][hit] = k
+    if one_sided:                          # beyond the view distance: background
+        r2 = (xs[None, :] ** 2 + ys[:, None] ** 2 if separable else xs ** 2 + ys ** 2) + 1.0
+        far = depth * depth * r2 > world.view_distance ** 2
+        depth[far], qid[far] = np.inf, -1
     return depth, qid
 
 
@@ -161,29 +196,32 @@ def _tiles(quad: Quad, atlas: TextureAtlas, X: np.ndarray, Y: np.ndarray) -> _Ti
 def _bilinear(atlas: TextureAtlas, X, Y, lev, tiles: _Tiles) -> np.ndarray:
     """Bilinear samples (M, 3) float32 (0..255) at level-0 texel coordinates (X, Y) in
     mip level `lev` (M,) of a quad's tiled texture."""
-    S = atlas.size >> lev
+    # S = size >> lev texels per photo side, a power of two: tile = coordinate >> shift,
+    # position in the tile = coordinate & mask, mirrored = position ^ mask
+    shift = np.int64(atlas.n_levels - 1) - lev
+    mask = (np.int64(1) << shift) - 1
     scale = np.ldexp(1.0, -lev)
     xl, yl = X * scale - 0.5, Y * scale - 0.5
     x0, y0 = np.floor(xl), np.floor(yl)
     fx, fy = (xl - x0).astype(np.float32), (yl - y0).astype(np.float32)
     x0, y0 = x0.astype(np.int64), y0.astype(np.int64)
     base = atlas.offsets[lev]
-    taps_x, taps_y = [], []
-    for xi in (x0, x0 + 1):
-        tx = np.floor_divide(xi, S)
-        taps_x.append((tx - tiles.x_lo, xi - tx * S))
-    for yi in (y0, y0 + 1):
-        ty = np.floor_divide(yi, S)
-        taps_y.append((ty - tiles.y_lo, yi - ty * S))
+    flip_x, flip_y = -tiles.flip_x.astype(np.int64), -tiles.flip_y.astype(np.int64)   # 0 or all ones
+    taps_x = [((xi >> shift) - tiles.x_lo) * tiles.ny for xi in (x0, x0 + 1)], [x0 & mask, (x0 + 1) & mask]
+    taps_y = [(yi >> shift) - tiles.y_lo for yi in (y0, y0 + 1)], [y0 & mask, (y0 + 1) & mask]
     wx, wy = (1 - fx, fx), (1 - fy, fy)
-    out = np.zeros((len(X), 3), np.float32)
-    for a, (tx, lx) in enumerate(taps_x):
-        for b, (ty, ly) in enumerate(taps_y):
-            ti = tx * tiles.ny + ty
-            lx2 = np.where(tiles.flip_x[ti], S - 1 - lx, lx)
-            ly2 = np.where(tiles.flip_y[ti], S - 1 - ly, ly)
-            rgba = atlas.data[base + (tiles.photo[ti] * S + ly2) * S + lx2].view(np.uint8).reshape(-1, 4)
-            out += rgba[:, :3] * (wx[a] * wy[b])[:, None]
+    out = None
+    for a in range(2):
+        for b in range(2):
+            ti = taps_x[0][a] + taps_y[0][b]
+            lx = taps_x[1][a] ^ (flip_x[ti] & mask)
+            ly = taps_y[1][b] ^ (flip_y[ti] & mask)
+            rgba = atlas.data[base + ((((tiles.photo[ti] << shift) + ly) << shift) + lx)]
+            c = rgba.view(np.uint8).reshape(-1, 4)[:, :3] * (wx[a] * wy[b])[:, None]
+            if out is None:
+                out = c
+            else:
+                out += c
     return out
 
 
@@ -201,19 +239,24 @@ def _sample(atlas: TextureAtlas, X, Y, lod, tiles: _Tiles) -> np.ndarray:
 
 
 def _shade_pixels(world: World, camera: Camera, pose: Pose, qid: np.ndarray,
-                  texture_size: int, lod_bias: float = 0.0) -> np.ndarray:
-    """Linear RGB (H, W, 3) float32 of the pixels whose nearest quad is `qid`."""
+                  texture_size: int, quads: np.ndarray | None = None,
+                  lod_bias: float = 0.0) -> np.ndarray:
+    """Linear RGB (H, W, 3) float32 of the pixels whose nearest quad is `qid` (positions
+    in `quads`, the indices of the quads ray-cast; None: all)."""
     H, W = qid.shape
+    n_quads = len(world.quads) if quads is None else len(quads)
     out = np.empty((H * W, 3), np.float32)
     out[:] = np.asarray(world.background, np.float32)
     flat = qid.ravel()
     order = np.argsort(flat, kind="stable")
-    bounds = np.searchsorted(flat[order], np.arange(-1, len(world.quads) + 1))
+    bounds = np.searchsorted(flat[order], np.arange(-1, n_quads + 1))
     xs, ys = _rays(camera)
-    tab = _quad_table(world, pose)
+    tab = _quad_table(world, pose, quads)
     atlas = texture_atlas(world.textures, texture_size)
     fxi, fyi = 1.0 / camera.fx, 1.0 / camera.fy
-    for k, quad in enumerate(world.quads):
+    point_lights = any(isinstance(L, PointLight) for L in world.lighting.lights)
+    for k in range(n_quads):
+        quad = world.quads[k if quads is None else quads[k]]
         idx = order[bounds[k + 1]:bounds[k + 2]]
         if len(idx) == 0:
             continue
@@ -237,33 +280,45 @@ def _shade_pixels(world: World, camera: Camera, pose: Pose, qid: np.ndarray,
         albedo = _sample(atlas, X, Y, lod, _tiles(quad, atlas, X, Y))
         if quad.tint != (1.0, 1.0, 1.0):
             albedo *= np.asarray(quad.tint, np.float32)
-        points = np.asarray(quad.origin) + s[:, None] * np.asarray(quad.u_edge) \
-            + t[:, None] * np.asarray(quad.v_edge)
-        out[idx] = shade(albedo, points, quad.normal, world.lighting)
+        points = None
+        if point_lights:
+            points = np.asarray(quad.origin) + s[:, None] * np.asarray(quad.u_edge) \
+                + t[:, None] * np.asarray(quad.v_edge)
+        col = shade(albedo, points, quad.normal, world.lighting)
+        if world.fog is not None:                 # distance = z-depth * |(x, y, 1)|
+            f0, f1 = world.fog
+            dist = (tab.h[k] * iD) * np.sqrt(x * x + y * y + 1.0)
+            f = np.clip((dist - f0) / (f1 - f0), 0.0, 1.0)
+            f = (f * f * (3.0 - 2.0 * f)).astype(np.float32)[:, None]
+            col += (np.asarray(world.background, np.float32) - col) * f
+        out[idx] = col
     return out.reshape(H, W, 3)
 
 
 def render(world: World, camera: Camera, cam_from_world: Pose, *, supersample: int = 1,
-           texture_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+           texture_size: int = 512, cull: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Render `world` seen by `camera` at `cam_from_world`.
 
     Returns (rgb uint8 (H, W, 3), depth float32 (H, W)): depth is the z-depth
     (along the optical axis, metres) of the nearest surface through each pixel
     centre, 0 where the ray hits nothing. Textures are mip-mapped (trilinear, level
     from the pixel footprint); `supersample` > 1 also averages s x s colour samples
-    per pixel (anti-aliased silhouettes, s^2 times slower)."""
+    per pixel (anti-aliased silhouettes, s^2 times slower). `cull=False` ray-casts
+    every quad of a world with a view distance (a slow reference, same result)."""
     if not isinstance(cam_from_world, Pose):
         raise DataError(f"cam_from_world must be a Pose, got {type(cam_from_world).__name__}")
     supersample = int(supersample)
     if supersample < 1:
         raise DataError(f"supersample must be >= 1, got {supersample}")
-    depth, qid = raycast(world, camera, cam_from_world)
+    idx = _visible(world, camera, cam_from_world) if cull else None
+    depth, qid = _cast(world, camera, cam_from_world, idx)
     if supersample == 1:
-        rgb = _shade_pixels(world, camera, cam_from_world, qid, texture_size)
+        rgb = _shade_pixels(world, camera, cam_from_world, qid, texture_size, idx)
     else:
         hi = camera.scaled(supersample)
-        _, qid_hi = raycast(world, hi, cam_from_world)
-        rgb_hi = _shade_pixels(world, hi, cam_from_world, qid_hi, texture_size)
+        idx_hi = _visible(world, hi, cam_from_world) if cull else None
+        _, qid_hi = _cast(world, hi, cam_from_world, idx_hi)
+        rgb_hi = _shade_pixels(world, hi, cam_from_world, qid_hi, texture_size, idx_hi)
         rgb = cv2.resize(rgb_hi, (camera.width, camera.height), interpolation=cv2.INTER_AREA)
     rgb8 = np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
     depth32 = np.where(np.isfinite(depth), depth, 0.0).astype(np.float32)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
 
@@ -173,7 +174,7 @@ class Lighting:
 def shade(albedo: np.ndarray, points: np.ndarray, normals: np.ndarray, lighting: Lighting) -> np.ndarray:
     """Radiance (M, 3) float32 of surface points (M, 3) with unit front normals (M, 3)
     or one normal (3,) for all, and albedo (M, 3) in [0, 1] under `lighting` (view
-    independent)."""
+    independent). `points` may be None where there are no point lights."""
     normals = np.asarray(normals, dtype=np.float64)
     light = np.empty_like(albedo, dtype=np.float32)
     light[:] = np.asarray(lighting.ambient, np.float32)
@@ -188,7 +189,8 @@ def shade(albedo: np.ndarray, points: np.ndarray, normals: np.ndarray, lighting:
             w = np.maximum(-(normals @ _unit(L.direction)), 0.0)
         else:
             raise DataError(f"unknown light {L!r}")
-        light += w.astype(np.float32)[:, None] * np.asarray(L.color, np.float32)
+        w = np.asarray(w, np.float32)
+        light += (w[:, None] if w.ndim else w) * np.asarray(L.color, np.float32)
     return albedo * light * np.float32(lighting.exposure)
 
 
@@ -199,7 +201,13 @@ def shade(albedo: np.ndarray, points: np.ndarray, normals: np.ndarray, lighting:
 @dataclass(frozen=True)
 class World:
     """Textured quads, their lighting, and where cameras may be: inside the box
-    [free_min, free_max] and outside every `obstacles` block."""
+    [free_min, free_max] and outside every `obstacles` block.
+
+    Large worlds set a finite `view_distance` (metres from the camera centre):
+    farther surfaces are not seen (background), quads are one-sided (seen from the
+    front only) and the renderer ray-casts only the quads near the camera and in
+    front of it. `fog` = (start, end) metres fades surfaces into the background
+    colour between those distances (smoothstep)."""
 
     quads: tuple[Quad, ...]
     lighting: Lighting = Lighting()
@@ -208,14 +216,33 @@ class World:
     obstacles: tuple[Block, ...] = ()
     background: tuple[float, float, float] = (0.62, 0.74, 0.88)   # rays that hit nothing
     kind: str = "custom"
+    view_distance: float = math.inf
+    fog: tuple[float, float] | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "quads", tuple(self.quads))
         object.__setattr__(self, "obstacles", tuple(self.obstacles))
         if not self.quads:
             raise DataError("a world needs at least one quad")
+        try:
+            object.__setattr__(self, "view_distance", float(self.view_distance))
+        except (TypeError, ValueError):
+            raise DataError(f"view_distance must be a number, got {self.view_distance!r}") from None
+        if not self.view_distance > 0:
+            raise DataError(f"view_distance must be positive, got {self.view_distance}")
+        if self.fog is not None:
+            fog = _vec(self.fog, 2)
+            if not 0 <= fog[0] < fog[1]:
+                raise DataError(f"fog must be (start, end) metres with 0 <= start < end, got {self.fog}")
+            object.__setattr__(self, "fog", fog)
 
-    @property
+    @cached_property
+    def quad_grid(self):
+        """The spatial index of the quads (built on first use, for culling)."""
+        from .culling import QuadGrid
+        return QuadGrid(self.quads)
+
+    @cached_property
     def textures(self) -> tuple[str, ...]:
         """The photos used, in order of first use."""
         return tuple(dict.fromkeys(t for q in self.quads for t in q.textures))
