@@ -7,8 +7,11 @@ import pytest
 import vloc
 from vloc.cli import main
 from vloc.datasets.synthetic import SyntheticConfig, generate_scene
+from vloc.errors import VlocError
 from vloc.geometry import pose_errors
 from vloc.localizers import Query
+from vloc.localizers.hierarchical import HierarchicalConfig, HierarchicalLocalizer
+from vloc.maps.config import MapConfig
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +67,10 @@ def test_map_config_from_toml_and_unknown_option(room, tmp_path, capsys):
     assert manifest["config"]["extractor"]["resize_max"] == 640
     assert main(["map", str(room.root), "--method", "retrieval-top1", "--pairs", "poses",
                  "-o", str(tmp_path / "m2"), "-q"]) == 2
+    assert "--pairs does not apply to method retrieval-top1" in capsys.readouterr().err
+    toml.write_text('[map]\npairs = "poses"\n')
+    assert main(["map", str(room.root), "--method", "retrieval-top1", "--config", str(toml),
+                 "-o", str(tmp_path / "m3"), "-q"]) == 2
     assert "unknown retrieval map option(s) pairs" in capsys.readouterr().err
 
 
@@ -93,3 +100,94 @@ def test_hierarchical_localization_on_the_synthetic_room(room, tmp_path):
     assert len(errs) >= 5                                                # of 6
     assert np.median(errs[:, 0]) < 0.01 and np.median(errs[:, 1]) < 0.2  # 1 cm, 0.2 deg
     assert errs[:, 0].max() < 0.05                                       # no wrong success
+    with pytest.raises(VlocError, match="'lightglue' needs a map built with aliked .* this map has colmap-sift"):
+        HierarchicalLocalizer.load(tmp_path / "h", HierarchicalConfig(matcher="lightglue"))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """On a loaded 2-core machine two spinning OpenMP threads are several times slower."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_hierarchical_with_lightglue_on_aliked(room, tmp_path, one_torch_thread):
+    """An ALIKED map (at 320 px, 512 keypoints) and LightGlue against the top 3 images."""
+    fold = room.split("official")[0]
+    config = MapConfig(features="aliked", resize_max=320, max_keypoints=512)
+    manifest = vloc.build_map(list(fold.mapping), tmp_path / "h", config, method="hierarchical", progress=False)
+    assert manifest["stats"]["images"] == 24 and manifest["config"]["extractor"]["name"] == "aliked"
+    loc = HierarchicalLocalizer.load(tmp_path / "h", HierarchicalConfig(k=3, matcher="lightglue"))
+    errs = []
+    for q in fold.query[:3]:
+        est = loc.localize(Query(q.name, image_path=q.image_path, camera=q.camera))
+        assert est.success and est.inliers >= 100, est.reason
+        errs.append(pose_errors(est.cam_from_world, q.cam_from_world))
+    errs = np.array(errs)
+    assert errs[:, 0].max() < 0.03 and errs[:, 1].max() < 0.5            # 3 cm, 0.5 deg (at 320 px)
+
+
+def test_covisibility_clusters_hand_made():
+    from vloc.localizers.hierarchical import covisibility_clusters
+    # a-b share points 1, 2; c-d share 7, 8; b-c share only point 5; e sees nothing in common
+    seen = {"a": np.array([1, 2, -1, 3]), "b": np.array([2, 1, 5, -1]), "c": np.array([5, 7, -1, 8]),
+            "d": np.array([7, 8]), "e": np.array([9, -1]), "f": np.array([-1, -1])}
+    order = ["e", "a", "c", "b", "d", "f"]                 # retrieval order
+    assert covisibility_clusters(order, seen) == [["a", "c", "b", "d"], ["e"], ["f"]]
+    assert covisibility_clusters(order, seen, min_shared=2) == [["a", "b"], ["c", "d"], ["e"], ["f"]]
+
+
+class _Stub:
+    """Stands for the query extractor, the global encoder and the retrieval index."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+    def extract(self, image, size):
+        return self.feats
+
+    def encode(self, desc):
+        return np.zeros(4, np.float32)
+
+    def search(self, x, k):
+        return None, np.arange(len(self.names))[None, :k]
+
+
+def test_a_query_bridging_two_clusters_uses_both():
+    """Two mapping images with no common point (the views between them are missing) that
+    the query sees both: 20 correspondences each, below the 25-inlier minimum of one
+    cluster, so all retrieved images are tried together."""
+    from vloc.estimation import PoseConfig
+    from vloc.features import Features
+    from vloc.geometry import Camera, Pose
+    from vloc.localizers.hierarchical import HierarchicalConfig, HierarchicalLocalizer
+    rng = np.random.default_rng(0)
+    cam = Camera.from_string("PINHOLE 640 480 500 500 320 240")
+    truth = Pose.from_qt([0.99, 0.05, -0.1, 0.02], [0.2, -0.1, 0.3])
+    xyz = truth.inverse().transform(rng.uniform([-2, -1.5, 4], [2, 1.5, 8], (40, 3)))
+    kp = cam.project(truth.transform(xyz)).astype(np.float32)
+    desc = rng.normal(size=(40, 128)).astype(np.float32)
+    desc /= np.linalg.norm(desc, axis=1, keepdims=True)
+    ones = np.ones(40, np.float32)
+    query = Features(kp, desc, ones, ones, (640, 480))
+    images = {"a": query.subset(np.arange(20)), "b": query.subset(np.arange(20, 40))}
+    p3d = {"a": np.arange(20), "b": np.arange(20, 40)}
+    manifest = {"config": {"extractor": {"name": "sift", "resize_max": 640}}}
+
+    def localize(**kw):
+        loc = HierarchicalLocalizer(manifest, _Stub(), _Stub(names=["a", "b"]), images, p3d, xyz,
+                                    HierarchicalConfig(k=2, **kw))
+        loc.extractor = _Stub(feats=query)
+        return loc.localize(Query("q", image=np.zeros((480, 640), np.uint8), camera=cam))
+
+    for clustering in (True, False):
+        est = localize(clustering=clustering)
+        assert est.success and est.inliers == est.correspondences == 40
+        assert pose_errors(est.cam_from_world, truth)[0] < 1e-6
+    est = localize(pose=PoseConfig(min_inliers=50))
+    assert not est.success
+    assert est.reason == ("2 covisibility cluster(s) of the 2 retrieved images (and all together): "
+                          "too few 2D-3D matches: at most 40 (from 2 image(s)), need 50 inliers")

@@ -1,8 +1,10 @@
-"""Local feature extractors behind one interface, and the HDF5 feature store."""
+"""Local feature extractors behind one interface (SIFT variants; ALIKED, DISK, XFeat
+through kornia), and the HDF5 feature store."""
 from __future__ import annotations
 
 from .base import Features, LocalExtractor
 from .colmap_sift import ColmapSift, ColmapSiftConfig
+from .learned import Aliked, AlikedConfig, Disk, DiskConfig, XFeat, XFeatConfig
 from .sift import Sift, SiftConfig
 from ..errors import VlocError
 
@@ -11,6 +13,10 @@ LOCAL_FEATURES = {
     "sift": lambda **kw: Sift(SiftConfig(**kw)),
     "rootsift": lambda **kw: Sift(SiftConfig(**{**kw, "root": True})),
     "colmap-sift": lambda **kw: ColmapSift(ColmapSiftConfig(**kw)),
+    # learned (kornia + packaged weights); networks are built on first use
+    "aliked": lambda **kw: Aliked(AlikedConfig(**kw)),
+    "disk": lambda **kw: Disk(DiskConfig(**kw)),
+    "xfeat": lambda **kw: XFeat(XFeatConfig(**kw)),
 }
 
 
@@ -25,4 +31,5 @@ def make_extractor(name: str, **overrides) -> LocalExtractor:
         raise VlocError(f"bad option for features {name!r}: {e}") from None
 
 
-__all__ = ["ColmapSift", "ColmapSiftConfig", "Features", "LOCAL_FEATURES", "LocalExtractor", "Sift", "SiftConfig", "make_extractor"]
+__all__ = ["Aliked", "AlikedConfig", "ColmapSift", "ColmapSiftConfig", "Disk", "DiskConfig", "Features",
+           "LOCAL_FEATURES", "LocalExtractor", "Sift", "SiftConfig", "XFeat", "XFeatConfig", "make_extractor"]

@@ -1,6 +1,8 @@
 """Hierarchical localization (Irschara et al. 2009, Sarlin et al. 2019): retrieve the
-top-k mapping images, match the query 2D-2D with each (mutual NN + ratio), lift the
-matches to 2D-3D through the map's tracks, then PoseLib LO-RANSAC. The map is a
+top-k mapping images, match the query 2D-2D with each (mutual NN + ratio, or LightGlue
+for ALIKED / DISK maps), lift the matches to 2D-3D through the map's tracks, group the
+retrieved images into covisibility clusters (Sattler et al. 2011) and estimate a pose
+per cluster with PoseLib LO-RANSAC, keeping the one with most inliers. The map is a
 structure map (in `structure/`) plus a retrieval index over its images' own features."""
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import VlocError
 from ..estimation import PoseConfig
 from ..maps.config import MapConfig
 from ..maps.mapdir import atomic_map_dir, write_manifest
@@ -17,12 +20,26 @@ from ..matching import match_mutual_ratio
 from .base import Estimate, Prior, Query
 from .query_io import estimate_query_pose, extractor_from_manifest, query_features, read_method_manifest
 
+MATCHERS = ("mnn-ratio", "lightglue")
+
 
 @dataclass(frozen=True)
 class HierarchicalConfig:
     k: int = 10                      # mapping images retrieved and matched
-    ratio: float = 0.8               # 2D-2D ratio test
+    matcher: str = "mnn-ratio"       # mnn-ratio | lightglue (maps with aliked or disk features)
+    ratio: float = 0.9               # mnn-ratio: Lowe's ratio (0.8 lost a query of templeSparseRing)
+    lightglue_threshold: float = 0.1  # lightglue: match confidence
+    clustering: bool = True          # one pose per covisibility cluster, the best kept
+    min_shared: int = 1              # 3D points two images share to be in one cluster
     pose: PoseConfig = PoseConfig()
+
+    def __post_init__(self):
+        if self.matcher not in MATCHERS:
+            raise VlocError(f"hierarchical matcher must be one of {', '.join(MATCHERS)}, got {self.matcher!r}")
+        if self.k < 1 or self.min_shared < 1:
+            raise VlocError(f"k and min_shared must be >= 1, got {self.k}, {self.min_shared}")
+        if not 0 < self.ratio <= 1:
+            raise VlocError(f"ratio must be in (0, 1], got {self.ratio}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,11 +62,48 @@ def build_hierarchical_map(frames, out: Path, config: MapConfig = MapConfig(), s
         return write_manifest(tmp, "hierarchical", inner["config"], source or {}, stats)
 
 
+def covisibility_clusters(names: list[str], image_points: dict[str, np.ndarray],
+                          min_shared: int = 1) -> list[list[str]]:
+    """Connected components of the images `names` (retrieval order), two images being
+    linked when they observe at least `min_shared` common 3D points (hloc's
+    `do_covisibility_clustering` with min_shared=1). `image_points[name]`: point ids of
+    the image's keypoints, -1 for none. Largest cluster first, ties by best rank."""
+    pts = [np.unique(image_points[n][image_points[n] >= 0]) for n in names]
+    parent = list(range(len(names)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            if root(i) != root(j) and len(np.intersect1d(pts[i], pts[j], assume_unique=True)) >= min_shared:
+                parent[root(j)] = root(i)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(names)):
+        groups.setdefault(root(i), []).append(i)
+    return [[names[i] for i in g] for g in sorted(groups.values(), key=lambda g: (-len(g), g[0]))]
+
+
+def _lightglue_for(manifest: dict, config: HierarchicalConfig):
+    from ..matching.lightglue import LIGHTGLUE_FEATURES, LightGlueMatcher
+    ext = manifest["config"]["extractor"]
+    name = ext["name"]
+    if name not in LIGHTGLUE_FEATURES or ext.get("model") == "t16":
+        what = f"{name} ({ext.get('model')})" if name == "aliked" else name
+        raise VlocError(f"matcher 'lightglue' needs a map built with aliked (n16, n16rot, n32) or disk "
+                        f"features; this map has {what}: use matcher 'mnn-ratio' or rebuild the map")
+    return LightGlueMatcher(name, filter_threshold=config.lightglue_threshold)
+
+
 class HierarchicalLocalizer:
     def __init__(self, manifest, encoder, index, image_feats, image_p3d, xyz, config: HierarchicalConfig):
         self.manifest, self.encoder, self.index = manifest, encoder, index
         self.image_feats, self.image_p3d, self.xyz, self.config = image_feats, image_p3d, xyz, config
         self.extractor, self.resize_max = extractor_from_manifest(manifest)
+        self.lightglue = _lightglue_for(manifest, config) if config.matcher == "lightglue" else None
 
     @classmethod
     def load(cls, map_dir, config: HierarchicalConfig = HierarchicalConfig()) -> HierarchicalLocalizer:
@@ -58,6 +112,8 @@ class HierarchicalLocalizer:
         from ..retrieval import RetrievalIndex, load_global
         map_dir = Path(map_dir)
         manifest = read_method_manifest(map_dir, "hierarchical")
+        if config.matcher == "lightglue":
+            _lightglue_for(manifest, config)          # fail before reading the map
         feats = read_features(map_dir / "structure" / "features.h5")
         rec = pycolmap.Reconstruction(str(map_dir / "structure" / "model"))
         ids = sorted(rec.points3D)
@@ -65,9 +121,15 @@ class HierarchicalLocalizer:
         xyz = np.array([rec.points3D[p].xyz for p in ids])
         image_p3d = {}
         for im in rec.images.values():       # keypoint index -> row in xyz, or -1
-            image_p3d[im.name] = np.array([row[p.point3D_id] if p.has_point3D() else -1 for p in im.points2D])
+            image_p3d[im.name] = np.array([row[p.point3D_id] if p.has_point3D() else -1 for p in im.points2D],
+                                          dtype=np.int64)
         return cls(manifest, load_global(map_dir / "global_descriptor.h5"), RetrievalIndex.load(map_dir / "retrieval"),
                    feats, image_p3d, xyz, config)
+
+    def _match(self, feats, name: str) -> np.ndarray:
+        if self.lightglue is not None:
+            return self.lightglue.match(feats, self.image_feats[name])
+        return match_mutual_ratio(feats.descriptors, self.image_feats[name].descriptors, self.config.ratio)
 
     def localize(self, query: Query, prior: Prior | None = None) -> Estimate:
         timings: dict[str, float] = {}
@@ -76,18 +138,59 @@ class HierarchicalLocalizer:
         _, idx = self.index.search(self.encoder.encode(feats.descriptors)[None], self.config.k)
         names = [self.index.names[i] for i in idx[0] if i >= 0]
         timings["retrieval"] = time.perf_counter() - t
+        if not names:
+            return Estimate.failed("no mapping image retrieved", timings=timings)
+
         t = time.perf_counter()
-        pairs = set()
+        lifted = {}                           # image -> (query keypoint, point row) pairs
         for name in names:
-            m = match_mutual_ratio(feats.descriptors, self.image_feats[name].descriptors, self.config.ratio)
+            m = self._match(feats, name)
             p3d = self.image_p3d[name][m[:, 1]]
-            pairs.update(zip(m[p3d >= 0, 0].tolist(), p3d[p3d >= 0].tolist()))
+            lifted[name] = np.stack([m[p3d >= 0, 0], p3d[p3d >= 0]], axis=1)
         timings["matching"] = time.perf_counter() - t
-        if not pairs:
-            return Estimate.failed(f"no 2D-3D match through the {len(names)} retrieved images", timings=timings)
-        qi, pi = np.array(sorted(pairs)).T
+
         t = time.perf_counter()
-        res = estimate_query_pose(feats.keypoints[qi], self.xyz[pi], query, size, self.resize_max,
-                                  self.config.pose)
+        clusters = (covisibility_clusters(names, self.image_p3d, self.config.min_shared)
+                    if self.config.clustering else [names])
+        timings["clustering"] = time.perf_counter() - t
+        t = time.perf_counter()
+        tried = [self._pose(feats, size, query, lifted, c) for c in clusters]
+        best = max(tried, key=_inliers)
+        if len(clusters) > 1 and (best[2] is None or best[2].cam_from_world is None):
+            # the query may see parts the map never connected (the views linking them are
+            # missing: often the query's own viewpoint): all retrieved images together
+            tried.append(self._pose(feats, size, query, lifted, names))
+            best = max(tried, key=_inliers)
         timings["pose"] = time.perf_counter() - t
-        return Estimate(res.cam_from_world, res.num_inliers, len(qi), res.reason, timings, res.camera)
+
+        _, n, res = best
+        if res is not None and res.cam_from_world is not None:
+            return Estimate(res.cam_from_world, res.num_inliers, n, None, timings, res.camera)
+        return Estimate.failed(_failure_reason(names, clusters, tried, self.config), timings=timings,
+                               inliers=max(_inliers(best), 0), correspondences=n)
+
+    def _pose(self, feats, size, query, lifted, images):
+        """(number of images, of 2D-3D pairs, PoseResult or None if too few pairs)."""
+        pairs = np.unique(np.concatenate([lifted[n] for n in images]), axis=0)
+        if len(pairs) < self.config.pose.min_inliers:      # cannot reach the minimum
+            return len(images), len(pairs), None
+        qi, pi = pairs.T
+        return len(images), len(pairs), estimate_query_pose(feats.keypoints[qi], self.xyz[pi], query, size,
+                                                            self.resize_max, self.config.pose)
+
+
+def _inliers(tried) -> int:
+    return tried[2].num_inliers if tried[2] is not None else -1
+
+
+def _failure_reason(names, clusters, tried, config: HierarchicalConfig) -> str:
+    if max(n for _, n, _ in tried) == 0:
+        return f"no 2D-3D match through the {len(names)} retrieved images"
+    where = (f"{len(clusters)} covisibility cluster(s) of the {len(names)} retrieved images"
+             + (" (and all together)" if len(tried) > len(clusters) else "")
+             if config.clustering else f"the {len(names)} retrieved images")
+    size, n, res = max(tried, key=lambda x: (_inliers(x), x[1]))
+    if res is None:
+        return (f"{where}: too few 2D-3D matches: at most {n} (from {size} image(s)), "
+                f"need {config.pose.min_inliers} inliers")
+    return f"{where}: best from {size} image(s): {res.reason}"
