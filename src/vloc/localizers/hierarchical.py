@@ -46,20 +46,78 @@ class HierarchicalConfig:
 
 
 def build_hierarchical_map(frames, out: Path, config: MapConfig = MapConfig(), source: dict | None = None,
-                           overwrite: bool = False, progress: bool = True) -> dict:
+                           overwrite: bool = False, progress: bool = True, structure_map: Path | None = None) -> dict:
+    """A structure map (built here, or copied from `structure_map`, which must have been
+    built from the same frames) plus a VLAD retrieval index over its images' features
+    and the table image keypoint -> 3D point (image_points.h5)."""
+    import shutil
     from ..features.store import read_features
     from ..maps.build import build_map
+    from ..maps.mapdir import read_manifest
     from ..retrieval import RetrievalIndex, make_global
     t0 = time.perf_counter()
     with atomic_map_dir(out, overwrite) as tmp:
-        inner = build_map(frames, tmp / "structure", config, source, progress=progress)
+        if structure_map is None:
+            inner = build_map(frames, tmp / "structure", config, source, progress=progress)
+        else:
+            inner = read_manifest(structure_map, verify="size")
+            shutil.copytree(structure_map, tmp / "structure")
+            source = source or inner.get("source")
         feats = read_features(tmp / "structure" / "features.h5")
         names = sorted(feats)
         encoder = make_global("vlad").fit([feats[n].descriptors for n in names])
         encoder.save(tmp / "global_descriptor.h5")
         RetrievalIndex(encoder.encode_many([feats[n].descriptors for n in names]), names).save(tmp / "retrieval")
+        del feats
+        write_image_points(tmp / "image_points.h5", image_points_from_model(tmp / "structure" / "model"))
         stats = {**inner["stats"], "timings": {**inner["stats"]["timings"], "total": time.perf_counter() - t0}}
         return write_manifest(tmp, "hierarchical", inner["config"], source or {}, stats)
+
+
+def image_points_from_model(model_dir: Path) -> dict[str, np.ndarray]:
+    """For each image, keypoint index -> row of the point in points.h5 (its points are
+    the model's, sorted by id), or -1."""
+    from .._libs import pycolmap
+    rec = pycolmap.Reconstruction(str(model_dir))
+    row = {pid: i for i, pid in enumerate(sorted(rec.points3D))}
+    return {im.name: np.array([row[p.point3D_id] if p.has_point3D() else -1 for p in im.points2D], dtype=np.int64)
+            for im in rec.images.values()}
+
+
+def write_image_points(path: Path, table: dict[str, np.ndarray]) -> None:
+    import h5py
+    with h5py.File(path, "w") as f:
+        for name, rows in table.items():
+            f.create_dataset(name.replace("/", "|"), data=rows.astype(np.int32))
+
+
+def read_image_points(path: Path) -> dict[str, np.ndarray]:
+    import h5py
+    from ..errors import MapError
+    try:
+        with h5py.File(path, "r") as f:
+            return {k.replace("|", "/"): f[k][()].astype(np.int64) for k in f}
+    except OSError as e:
+        raise MapError(f"cannot read {path}: {e}") from None
+
+
+class LazyFeatures:
+    """The map images' features, read from features.h5 when first needed (a query
+    touches k of them), the most recent `keep` kept in memory."""
+
+    def __init__(self, path: Path, keep: int = 256):
+        from collections import OrderedDict
+        self.path, self.keep, self.cache = Path(path), keep, OrderedDict()
+
+    def __getitem__(self, name: str):
+        from ..features.store import read_features
+        if name in self.cache:
+            self.cache.move_to_end(name)
+        else:
+            self.cache[name] = read_features(self.path, [name])[name]
+            if len(self.cache) > self.keep:
+                self.cache.popitem(last=False)
+        return self.cache[name]
 
 
 def covisibility_clusters(names: list[str], image_points: dict[str, np.ndarray],
@@ -107,24 +165,18 @@ class HierarchicalLocalizer:
 
     @classmethod
     def load(cls, map_dir, config: HierarchicalConfig = HierarchicalConfig()) -> HierarchicalLocalizer:
-        from .._libs import pycolmap
-        from ..features.store import read_features
+        from ..maps.points import read_point_xyz
         from ..retrieval import RetrievalIndex, load_global
         map_dir = Path(map_dir)
         manifest = read_method_manifest(map_dir, "hierarchical")
         if config.matcher == "lightglue":
             _lightglue_for(manifest, config)          # fail before reading the map
-        feats = read_features(map_dir / "structure" / "features.h5")
-        rec = pycolmap.Reconstruction(str(map_dir / "structure" / "model"))
-        ids = sorted(rec.points3D)
-        row = {pid: i for i, pid in enumerate(ids)}
-        xyz = np.array([rec.points3D[p].xyz for p in ids])
-        image_p3d = {}
-        for im in rec.images.values():       # keypoint index -> row in xyz, or -1
-            image_p3d[im.name] = np.array([row[p.point3D_id] if p.has_point3D() else -1 for p in im.points2D],
-                                          dtype=np.int64)
+        table = map_dir / "image_points.h5"
+        image_p3d = (read_image_points(table) if table.is_file()        # maps before image_points.h5
+                     else image_points_from_model(map_dir / "structure" / "model"))
+        xyz = read_point_xyz(map_dir / "structure" / "points.h5")
         return cls(manifest, load_global(map_dir / "global_descriptor.h5"), RetrievalIndex.load(map_dir / "retrieval"),
-                   feats, image_p3d, xyz, config)
+                   LazyFeatures(map_dir / "structure" / "features.h5"), image_p3d, xyz, config)
 
     def _match(self, feats, name: str) -> np.ndarray:
         if self.lightglue is not None:

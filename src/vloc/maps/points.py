@@ -65,3 +65,15 @@ def read_points(path: Path) -> MapPoints:
     if len(pts) == 0:
         raise MapError(f"the map has no 3D points: {path}")
     return pts
+
+
+def read_point_xyz(path: Path) -> np.ndarray:
+    """Only the points' coordinates (P, 3), without the descriptors."""
+    try:
+        with h5py.File(path, "r") as f:
+            xyz = f["xyz"][()]
+    except (OSError, KeyError) as e:
+        raise MapError(f"cannot read map points {path}: {e}") from None
+    if len(xyz) == 0:
+        raise MapError(f"the map has no 3D points: {path}")
+    return xyz
