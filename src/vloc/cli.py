@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--method", default="structure",
                        help="structure (default), hierarchical, retrieval-top1, retrieval-interpolated, tiled")
         p.add_argument("--config", help="TOML file with map options ([map] table)")
-        p.add_argument("--features", help="local features: colmap-sift (default), sift (OpenCV), rootsift")
+        p.add_argument("--features", help="local features: colmap-sift (default), sift (OpenCV), rootsift, aliked, disk, xfeat")
         p.add_argument("--resize-max", type=int, help="longer image side for features (default 1600)")
         p.add_argument("--max-keypoints", type=int, help="keypoints per image (default 8192)")
         p.add_argument("--pairs", choices=["auto", "exhaustive", "poses"])
