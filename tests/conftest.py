@@ -18,3 +18,22 @@ def temple(shared_data):
     """Middlebury templeRing: small (640x480), exact poses; `odd-even` maps 10, queries 9."""
     import vloc
     return vloc.Scene.load(shared_data / "middlebury_temple" / "templeRing")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread: on a loaded 2-core machine two spinning OpenMP threads are
+    several times slower (measured: 7 s instead of 21 s for an ALIKED map)."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def room(tmp_path_factory):
+    """The synthetic room: 24 mapping and 6 query frames (seed 7), rendered once."""
+    from vloc.datasets.synthetic import SyntheticConfig, generate_scene
+    return generate_scene(tmp_path_factory.mktemp("room") / "scene",
+                          SyntheticConfig(n_mapping=24, n_query=6, seed=7))

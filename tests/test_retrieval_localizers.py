@@ -6,18 +6,11 @@ import pytest
 
 import vloc
 from vloc.cli import main
-from vloc.datasets.synthetic import SyntheticConfig, generate_scene
 from vloc.errors import VlocError
 from vloc.geometry import pose_errors
 from vloc.localizers import Query
 from vloc.localizers.hierarchical import HierarchicalConfig, HierarchicalLocalizer
 from vloc.maps.config import MapConfig
-
-
-@pytest.fixture(scope="module")
-def room(tmp_path_factory):
-    return generate_scene(tmp_path_factory.mktemp("room") / "scene",
-                          SyntheticConfig(n_mapping=24, n_query=6, seed=7))
 
 
 @pytest.fixture(scope="module")

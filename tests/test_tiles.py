@@ -9,7 +9,6 @@ from PIL import Image
 
 import vloc
 from vloc.cli import main
-from vloc.datasets.synthetic import SyntheticConfig, generate_scene
 from vloc.errors import DataError, MapError, VlocError
 from vloc.geometry import pose_errors
 from vloc.geometry.geo import GeoRegistration, gps_from_exif
@@ -82,12 +81,6 @@ def test_gps_prior_from_exif(tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "nogps.jpg")
     with pytest.raises(DataError, match="no EXIF GPS"):
         prior_from_exif(tmp_path / "nogps.jpg", geo, 20.0)
-
-
-@pytest.fixture(scope="module")
-def room(tmp_path_factory):
-    return generate_scene(tmp_path_factory.mktemp("room") / "scene",
-                          SyntheticConfig(n_mapping=24, n_query=6, seed=7))
 
 
 @pytest.fixture(scope="module")

@@ -66,6 +66,4 @@ def retrieval_recall(scene: Scene, split: str, k: int = 5, min_share: float = 0.
 
 def _query_vector(loc, frame):
     from ..localizers.base import Query
-    from ..localizers.query_io import read_query
-    img, size = read_query(Query(frame.name, image_path=frame.image_path), loc.resize_max)
-    return loc.encoder.encode(loc.extractor.extract(img, size).descriptors)
+    return loc.query_vector(Query(frame.name, image_path=frame.image_path))[0]

@@ -21,6 +21,8 @@ from .base import Estimate, Prior, Query
 from .query_io import estimate_query_pose, extractor_from_manifest, query_features, read_method_manifest
 
 MATCHERS = ("mnn-ratio", "lightglue")
+RETRIEVAL_PCA_DIM = 256        # VLAD vectors reduced by PCA on maps of at least
+RETRIEVAL_PCA_MIN = 1000       # this many images (search time, see retrieval/index.py)
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,8 @@ def build_hierarchical_map(frames, out: Path, config: MapConfig = MapConfig(), s
         names = sorted(feats)
         encoder = make_global("vlad").fit([feats[n].descriptors for n in names])
         encoder.save(tmp / "global_descriptor.h5")
-        RetrievalIndex(encoder.encode_many([feats[n].descriptors for n in names]), names).save(tmp / "retrieval")
+        RetrievalIndex(encoder.encode_many([feats[n].descriptors for n in names]), names,
+                       pca_dim=RETRIEVAL_PCA_DIM if len(names) >= RETRIEVAL_PCA_MIN else None).save(tmp / "retrieval")
         del feats
         write_image_points(tmp / "image_points.h5", image_points_from_model(tmp / "structure" / "model"))
         stats = {**inner["stats"], "timings": {**inner["stats"]["timings"], "total": time.perf_counter() - t0}}

@@ -1,7 +1,11 @@
 """Image retrieval as a pose baseline (Torii et al. 2011): the query takes the pose of
 the most similar mapping image (`top1`), or an interpolation of the top-k poses
 weighted by descriptor similarity (`interpolated`). No geometry is estimated: these
-are the yardsticks that pose regression is compared with."""
+are the yardsticks that pose regression is compared with.
+
+The global descriptor is computed from the images' local features (`vlad`, `bow`) or
+from the image itself (`aliked-gem`, `aliked-netvlad`: ALIKED dense maps, colour
+images at `image_size`; the local-feature options are then unused)."""
 from __future__ import annotations
 
 import json
@@ -16,6 +20,7 @@ from ..datasets import Frame
 from ..errors import DataError, MapError, VlocError
 from ..features import make_extractor
 from ..geometry import Pose, interpolate_poses
+from ..imageio import read_image, resize_max
 from ..maps.mapdir import atomic_map_dir, write_manifest
 from .base import Estimate, Prior, Query
 from .query_io import extractor_from_manifest, query_features, read_method_manifest
@@ -26,8 +31,31 @@ class RetrievalMapConfig:
     features: str = "sift"              # OpenCV SIFT: fast, and retrieval needs no sub-pixel accuracy
     resize_max: int = 1024
     max_keypoints: int = 4096
-    global_descriptor: str = "vlad"     # vlad | bow
-    words: int = 0                      # vocabulary size (0: the descriptor's default)
+    global_descriptor: str = "vlad"     # vlad | bow (from local features) | aliked-gem | aliked-netvlad
+    words: int = 0                      # vocabulary size or NetVLAD words (0: the descriptor's default)
+    image_size: int = 512               # aliked-*: longer side of the colour image given to the network
+    whiten: int = 0                     # aliked-*: PCA-whitening to this many dims, learned on the map (0: off)
+    head: bool = False                  # aliked-*: projection head trained on the map (positives by pose)
+    rotate180: bool = False             # aliked-*: also pool the image turned upside down (2x the time)
+
+    def __post_init__(self):
+        from ..retrieval import GLOBAL_DESCRIPTORS, IMAGE_GLOBAL_DESCRIPTORS
+        known = [*GLOBAL_DESCRIPTORS, *IMAGE_GLOBAL_DESCRIPTORS]
+        if self.global_descriptor not in known:
+            raise VlocError(f"unknown global_descriptor {self.global_descriptor!r}; available: {', '.join(known)}")
+        if self.global_descriptor in IMAGE_GLOBAL_DESCRIPTORS:
+            _global(self)                   # checks the options now, not after reading the images
+        else:
+            extra = [f for f in ("image_size", "whiten", "head", "rotate180")
+                     if getattr(self, f) != getattr(RetrievalMapConfig, f)]
+            if extra:
+                raise VlocError(f"retrieval map option(s) {', '.join(extra)} apply to "
+                                f"{' and '.join(IMAGE_GLOBAL_DESCRIPTORS)} only, not {self.global_descriptor}")
+
+    @property
+    def image_based(self) -> bool:
+        from ..retrieval import IMAGE_GLOBAL_DESCRIPTORS
+        return self.global_descriptor in IMAGE_GLOBAL_DESCRIPTORS
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,7 +82,48 @@ class RetrievalConfig:
 
 def _global(cfg: RetrievalMapConfig):
     from ..retrieval import make_global
-    return make_global(cfg.global_descriptor, **({"k": cfg.words} if cfg.words else {}))
+    options = {"k": cfg.words} if cfg.words else {}
+    if cfg.image_based:
+        options.update(image_size=cfg.image_size, whiten=cfg.whiten, head=cfg.head, rotate180=cfg.rotate180)
+    return make_global(cfg.global_descriptor, **options)
+
+
+def read_rgb(image_path, max_size: int, name: str, camera=None, image: np.ndarray | None = None) -> np.ndarray:
+    """A colour image (or the given pixels) at most `max_size` on its longer side,
+    checked against its camera's size."""
+    if image is not None:
+        img, size = resize_max(image, max_size), (image.shape[1], image.shape[0])
+    else:
+        if image_path is None:
+            raise DataError(f"image {name} has no pixels and no path")
+        img, size = read_image(image_path, grayscale=False, max_size=max_size)
+    if camera is not None and (camera.width, camera.height) != size:
+        raise DataError(f"{name}: image {image_path or ''} is {size[0]}x{size[1]} but its camera says "
+                        f"{camera.width}x{camera.height}")
+    return img
+
+
+def _image_vectors(frames: list[Frame], encoder, progress: bool) -> tuple[np.ndarray, dict, dict]:
+    """Fit an image-based encoder on the mapping images (one network pass per image,
+    decoding in threads) and encode them. Returns (vectors, timings, stats)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from ..progress import progress_bar
+    size = encoder.config.image_size
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = [pool.submit(read_rgb, f.image_path, size, f.name, f.camera) for f in frames]
+        grids = [encoder.dense(fut.result()).astype(np.float16) for fut in
+                 progress_bar(futures, "dense features", progress, total=len(frames))]
+    t1 = time.perf_counter()
+    encoder.fit_dense(grids, [f.cam_from_world for f in frames])
+    vectors = np.stack([encoder.encode_dense(g) for g in grids])
+    t2 = time.perf_counter()
+    stats = {}
+    if encoder.head_training is not None:
+        h = encoder.head_training
+        stats["head"] = {"initial_loss": round(h.initial_loss, 4), "final_loss": round(h.final_loss, 4),
+                         "epochs": len(h.epoch_losses)}
+    return vectors, {"features": t1 - t0, "fit_encode": t2 - t1}, stats
 
 
 def build_retrieval_map(frames: list[Frame], out: Path, config: RetrievalMapConfig = RetrievalMapConfig(),
@@ -65,19 +134,28 @@ def build_retrieval_map(frames: list[Frame], out: Path, config: RetrievalMapConf
     if len(frames) < 2:
         raise DataError(f"a retrieval map needs at least 2 mapping images with poses, got {len(frames)}")
     t0 = time.perf_counter()
-    extractor = make_extractor(config.features, resize_max=config.resize_max, max_keypoints=config.max_keypoints)
-    feats = extract_frames(extractor, frames, config.resize_max, progress)
-    encoder = _global(config).fit([feats[f.name].descriptors for f in frames])
-    vectors = encoder.encode_many([feats[f.name].descriptors for f in frames])
+    encoder = _global(config)
+    timings, stats = {}, {}
+    if config.image_based:
+        vectors, timings, stats = _image_vectors(frames, encoder, progress)
+        c = encoder.config
+        extractor_config = {"name": "aliked-dense", "model": c.model, "resize_max": c.image_size, "cell": c.cell}
+    else:
+        extractor = make_extractor(config.features, resize_max=config.resize_max,
+                                   max_keypoints=config.max_keypoints)
+        feats = extract_frames(extractor, frames, config.resize_max, progress)
+        encoder.fit([feats[f.name].descriptors for f in frames])
+        vectors = encoder.encode_many([feats[f.name].descriptors for f in frames])
+        extractor_config = extractor.config_dict()
     with atomic_map_dir(out, overwrite) as tmp:
         encoder.save(tmp / "global_descriptor.h5")
         RetrievalIndex(vectors, [f.name for f in frames]).save(tmp / "retrieval")
         poses = [{"name": f.name, "camera": str(f.camera), "q_wxyz": f.cam_from_world.q.tolist(),
                   "t": f.cam_from_world.t.tolist()} for f in frames]
         (tmp / "frames.json").write_text(json.dumps(poses, indent=1))
-        stats = {"images": len(frames), "dims": int(vectors.shape[1]),
-                 "timings": {"total": time.perf_counter() - t0}}
-        manifest = write_manifest(tmp, "retrieval", {"map": config.to_dict(), "extractor": extractor.config_dict()},
+        stats = {"images": len(frames), "dims": int(vectors.shape[1]), **stats,
+                 "timings": {**timings, "total": time.perf_counter() - t0}}
+        manifest = write_manifest(tmp, "retrieval", {"map": config.to_dict(), "extractor": extractor_config},
                                   source or {}, stats)
     return manifest
 
@@ -85,7 +163,10 @@ def build_retrieval_map(frames: list[Frame], out: Path, config: RetrievalMapConf
 class RetrievalLocalizer:
     def __init__(self, manifest: dict, encoder, index, poses: dict[str, Pose], config: RetrievalConfig):
         self.manifest, self.encoder, self.index, self.poses, self.config = manifest, encoder, index, poses, config
-        self.extractor, self.resize_max = extractor_from_manifest(manifest)
+        if getattr(encoder, "input", "local") == "image":
+            self.extractor, self.resize_max = None, encoder.config.image_size
+        else:
+            self.extractor, self.resize_max = extractor_from_manifest(manifest)
 
     @classmethod
     def load(cls, map_dir, config: RetrievalConfig = RetrievalConfig()) -> RetrievalLocalizer:
@@ -100,12 +181,27 @@ class RetrievalLocalizer:
         return cls(manifest, load_global(map_dir / "global_descriptor.h5"),
                    RetrievalIndex.load(map_dir / "retrieval"), poses, config)
 
-    def localize(self, query: Query, prior: Prior | None = None) -> Estimate:
-        timings: dict[str, float] = {}
+    def query_vector(self, query: Query, timings: dict | None = None) -> tuple[np.ndarray, str]:
+        """The query's global descriptor (adds 'read' and 'features' to `timings`), and
+        what it was computed from (for failure messages)."""
+        timings = {} if timings is None else timings
+        if self.extractor is None:                 # from the image
+            t = time.perf_counter()
+            img = read_rgb(query.image_path, self.resize_max, f"query {query.name}", query.camera, query.image)
+            timings["read"] = time.perf_counter() - t
+            t = time.perf_counter()
+            vec = self.encoder.encode_image(img)
+            timings["features"] = time.perf_counter() - t
+            return vec, f"{self.encoder.name} of a {img.shape[1]}x{img.shape[0]} image"
         feats, _ = query_features(query, self.extractor, self.resize_max, timings)
         t = time.perf_counter()
         vec = self.encoder.encode(feats.descriptors)
         timings["features"] += time.perf_counter() - t
+        return vec, f"{len(feats)} query keypoints"
+
+    def localize(self, query: Query, prior: Prior | None = None) -> Estimate:
+        timings: dict[str, float] = {}
+        vec, source = self.query_vector(query, timings)
         t = time.perf_counter()
         k = 1 if self.config.mode == "top1" else self.config.k
         scores, idx = self.index.search(vec[None], k)
@@ -113,8 +209,7 @@ class RetrievalLocalizer:
         timings["retrieval"] = time.perf_counter() - t
         valid = idx >= 0
         if not valid.any() or scores[0] <= 0:
-            return Estimate.failed(f"retrieval found no similar mapping image ({len(feats)} query keypoints)",
-                                   timings=timings)
+            return Estimate.failed(f"retrieval found no similar mapping image ({source})", timings=timings)
         names = [self.index.names[i] for i in idx[valid]]
         if self.config.mode == "top1":
             pose = self.poses[names[0]]

@@ -36,6 +36,7 @@ class GlobalDescriptor(Protocol):
 
     name: str
     config: object
+    input: str                          # "local": encode(descriptors); "image": encode_image(image)
 
     @property
     def dim(self) -> int: ...
@@ -107,6 +108,7 @@ class _VocabularyEncoder:
 
     name: ClassVar[str]
     config_class: ClassVar[type]
+    input: ClassVar[str] = "local"      # encode() takes an image's local descriptors
 
     def __init__(self, config=None):
         self.config = self.config_class() if config is None else config
@@ -357,28 +359,35 @@ def normalize_vlad(blocks: np.ndarray, power: float = 0.5) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- registry
+# from local descriptors (encode(descriptors)); the image-based ones (encode_image(image))
+# are in image_global.py and named in IMAGE_GLOBAL_DESCRIPTORS
 GLOBAL_DESCRIPTORS: dict[str, type[_VocabularyEncoder]] = {"bow": BagOfWords, "vlad": Vlad}
+IMAGE_GLOBAL_DESCRIPTORS = ("aliked-gem", "aliked-netvlad")
 
 
-def make_global(name: str, **overrides) -> BagOfWords | Vlad:
+def make_global(name: str, **overrides):
     """An (unfitted) global descriptor by registry name, with config overrides
-    (e.g. make_global("vlad", k=32))."""
+    (e.g. make_global("vlad", k=32), make_global("aliked-netvlad", k=16, head=True))."""
+    if name in IMAGE_GLOBAL_DESCRIPTORS:
+        from .image_global import make_dense_global
+        return make_dense_global(name, **overrides)
     if name not in GLOBAL_DESCRIPTORS:
-        raise VlocError(f"unknown global descriptor {name!r}; available: {', '.join(GLOBAL_DESCRIPTORS)}")
+        raise VlocError(f"unknown global descriptor {name!r}; available: "
+                        f"{', '.join([*GLOBAL_DESCRIPTORS, *IMAGE_GLOBAL_DESCRIPTORS])}")
     cls = GLOBAL_DESCRIPTORS[name]
     overrides = {k: v for k, v in overrides.items() if k != "name"}
     check_keys(cls.config_class, overrides, f"{name} options")
     return cls(cls.config_class(**overrides))
 
 
-def load_global(path) -> BagOfWords | Vlad:
+def load_global(path):
     """Read any global descriptor written by `save` (its kind is in the file)."""
     path = Path(path)
     if not path.is_file():
         raise MapError(f"global descriptor file not found: {path}")
     try:
         with h5py.File(path, "r") as f:
-            attrs = {k: f.attrs[k] for k in ("format", "version", "name", "config") if k in f.attrs}
+            attrs = {k: f.attrs[k] for k in f.attrs}
             arrays = {k: f[k][()] for k in f if isinstance(f[k], h5py.Dataset)}
     except (OSError, KeyError, ValueError) as e:
         raise MapError(f"cannot read global descriptor {path}: {e}") from None
@@ -389,6 +398,13 @@ def load_global(path) -> BagOfWords | Vlad:
         raise MapError(f"global descriptor {path} has format version {version}, "
                        f"this vloc reads version {FORMAT_VERSION}")
     name = _str(attrs.get("name"))
+    if name in IMAGE_GLOBAL_DESCRIPTORS:
+        from .image_global import DenseGlobal
+        try:
+            cfg = json.loads(_str(attrs.get("config")) or "")
+        except ValueError as e:
+            raise MapError(f"global descriptor {path} has a malformed config: {e}") from None
+        return DenseGlobal._from_file(path, name, cfg, attrs, arrays)
     if name not in GLOBAL_DESCRIPTORS:
         raise MapError(f"global descriptor {path} is of unknown kind {name!r}")
     cls = GLOBAL_DESCRIPTORS[name]
