@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,11 +43,10 @@ def map_config(method: str, args):
 def run_one(scene, n: int, method: str, args, work: Path) -> dict:
     map_dir = work / f"{method}-{n}"
     cfg = map_config(method, args)
-    t = time.perf_counter()
     if not map_dir.exists():
         vloc.build_map(scene, map_dir, cfg, method=method, split="official", progress=True)
-    build_s = time.perf_counter() - t
     manifest = json.loads((map_dir / "manifest.json").read_text())
+    build_s = manifest["stats"]["timings"]["total"]
     map_mb = sum(f["bytes"] for f in manifest["files"].values()) / 2**20
     reset_peak_rss()
     t = time.perf_counter()
@@ -83,7 +83,9 @@ def plot(rows: list[dict], path: Path) -> None:
         x = [r["images"] for r in rs]
         axes[0].plot(x, [r["median s/query"] for r in rs], "o-", label=method)
         axes[1].plot(x, [r["peak MB/query"] for r in rs], "o-", label=method)
-    for ax, title in zip(axes, ("median query time (s)", "peak memory per query (MB, map included)")):
+        if method == "tiled":
+            axes[1].plot(x, [r["loaded tiles MB"] for r in rs], "o--", label="tiled: loaded tiles only")
+    for ax, title in zip(axes, ("median query time (s)", "peak memory per query (MB, process with its map)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("mapping images")
@@ -108,19 +110,33 @@ def main(argv=None) -> int:
     ap.add_argument("--prior-noise", type=float, default=5.0, help="GPS-like noise, metres per axis")
     ap.add_argument("--work", type=Path, default=Path("benchmarks/out/scale"))
     ap.add_argument("--json", type=Path, default=Path("benchmarks/out/scale.json"))
+    ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)     # one size and method, result here
     args = ap.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
+    if args.child:
+        scene = generate_city(args.work / f"city-{args.sizes[0]}", city_config(args.sizes[0], args.queries))
+        args.child.write_text(json.dumps(run_one(scene, args.sizes[0], args.methods[0], args, args.work),
+                                         default=str))
+        return 0
     results = []
     for n in args.sizes:
         t = time.perf_counter()
-        scene = generate_city(args.work / f"city-{n}", city_config(n, args.queries), progress=True)
+        generate_city(args.work / f"city-{n}", city_config(n, args.queries), progress=True)
         print(f"city {n}: {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
         for method in args.methods:
-            results.append(run_one(scene, n, method, args, args.work))
+            # each in a fresh process: its memory is its own, not what an earlier map left
+            out = args.work / f"result-{method}-{n}.json"
+            cmd = [sys.executable, __file__, "--child", str(out), "--sizes", str(n), "--methods", method]
+            for key in ("queries", "features", "max_keypoints", "num_pairs", "tile_size", "prior_radius",
+                        "prior_noise", "work"):
+                cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
+            subprocess.run(cmd, check=True)
+            results.append(json.loads(out.read_text()))
     rows = [r["row"] for r in results]
     print(markdown_table(rows))
     plot(rows, args.work / "scale.png")
-    write_results(args.json, {"sizes": args.sizes, "methods": args.methods, "args": vars(args)},
+    write_results(args.json, {"sizes": args.sizes, "methods": args.methods,
+                              "args": {k: str(v) for k, v in vars(args).items()}},
                   {"runs": results})
     return 0
 
