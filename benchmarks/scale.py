@@ -57,7 +57,8 @@ def run_one(scene, n: int, method: str, args, work: Path) -> dict:
                    prior_noise=args.prior_noise, progress=True)
     s = run.summary
     secs = sorted(r.seconds for r in run.results)
-    tiles_mb = [r.details.get("loaded_tile_mb") for r in run.results if "loaded_tile_mb" in r.details]
+    tiles_mb = [r.details["query_tile_mb"] for r in run.results if "query_tile_mb" in r.details]
+    cache_mb = [r.details["loaded_tile_mb"] for r in run.results if "loaded_tile_mb" in r.details]
     row = {"images": n, "method": method, "queries": s["queries"], "failures": s["failures"],
            "median t (m)": round(s["median_translation_error"], 3),
            "median r (°)": round(s["median_rotation_error"], 2),
@@ -66,7 +67,8 @@ def run_one(scene, n: int, method: str, args, work: Path) -> dict:
            "p90 s/query": round(secs[int(0.9 * (len(secs) - 1))], 3),
            "peak MB/query": round(s.get("peak_memory_mb") or float("nan")),
            "map load MB": round(load_mb), "map load s": round(load_s, 1),
-           "loaded tiles MB": round(max(tiles_mb), 1) if tiles_mb else None,
+           "query tiles MB (max)": round(max(tiles_mb), 1) if tiles_mb else None,
+           "tile cache MB (end)": round(cache_mb[-1], 1) if cache_mb else None,
            "map MB": round(map_mb), "build s": round(build_s)}
     print(json.dumps(row), file=sys.stderr, flush=True)
     return {"row": row, "stats": manifest["stats"],
@@ -84,7 +86,7 @@ def plot(rows: list[dict], path: Path) -> None:
         axes[0].plot(x, [r["median s/query"] for r in rs], "o-", label=method)
         axes[1].plot(x, [r["peak MB/query"] for r in rs], "o-", label=method)
         if method == "tiled":
-            axes[1].plot(x, [r["loaded tiles MB"] for r in rs], "o--", label="tiled: loaded tiles only")
+            axes[1].plot(x, [r["query tiles MB (max)"] for r in rs], "o--", label="tiled: a query's tiles (max)")
     for ax, title in zip(axes, ("median query time (s)", "peak memory per query (MB, process with its map)")):
         ax.set_xscale("log")
         ax.set_yscale("log")

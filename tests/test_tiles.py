@@ -103,7 +103,8 @@ def test_tiled_localization_with_priors(room, tiled_map):
     errs = []
     for q in fold.query:
         est = loc.localize(Query(q.name, image_path=q.image_path, camera=q.camera), priors[q.name])
-        assert 1 <= len(est.details["tiles"]) <= 9 and est.details["loaded_tile_mb"] > 0
+        assert 1 <= len(est.details["tiles"]) <= 9
+        assert 0 < est.details["query_tile_mb"] <= est.details["loaded_tile_mb"]
         assert est.success, est.reason
         errs.append(pose_errors(est.cam_from_world, q.cam_from_world))
     errs = np.array(errs)

@@ -119,7 +119,8 @@ class TiledLocalizer:
                 reasons.append(f"tile {tile.key}: {reason}")
             elif best is None or res.num_inliers > best[0].num_inliers:
                 best = (res, len(qi), tile.key)
-        details = {"tiles": keys, "loaded_tile_mb": self.cache.nbytes / 2**20, "tile_loads": self.cache.loads}
+        details = {"tiles": keys, "query_tile_mb": sum(t.nbytes for t in tiles) / 2**20,
+                   "loaded_tile_mb": self.cache.nbytes / 2**20, "tile_loads": self.cache.loads}
         if best is None:
             return Estimate.failed("no tile gave a pose: " + "; ".join(reasons), timings=timings, details=details)
         res, n, key = best
