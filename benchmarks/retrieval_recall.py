@@ -19,13 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 import vloc
 from vloc.evaluation import markdown_table
-from vloc.evaluation.covisibility import share, visible_points
-from vloc.localizers import Query
-from vloc.localizers.retrieval import RetrievalLocalizer, RetrievalMapConfig
+from vloc.evaluation.covisibility import retrieval_recall, visible_points
+from vloc.localizers.retrieval import RetrievalMapConfig
 
 from scenes import SCENES, default_data, load_scene, write_results
 
@@ -41,35 +39,6 @@ def map_config(spec: str, whiten: int) -> RetrievalMapConfig:
     if extra:
         raise SystemExit(f"+head and +rot180 apply to aliked-* descriptors only, not {name}")
     return RetrievalMapConfig(global_descriptor=name)
-
-
-def evaluate(scene, split: str, vis: dict, cfg: RetrievalMapConfig, k: int, min_share: float, tmp: Path) -> dict:
-    rows, query_ms, map_s = [], [], []
-    for i, fold in enumerate(scene.split(split)):
-        t = time.perf_counter()
-        vloc.build_map(list(fold.mapping), tmp / f"r{i}", cfg, method="retrieval-top1", overwrite=True, progress=False)
-        map_s.append(time.perf_counter() - t)
-        loc = RetrievalLocalizer.load(tmp / f"r{i}")
-        for q in fold.query:
-            if q.name not in vis:
-                continue                        # not registered in the visibility map
-            timings = {}
-            vec, _ = loc.query_vector(Query(q.name, image_path=q.image_path, camera=q.camera), timings)
-            query_ms.append(1000 * timings["features"])
-            _, idx = loc.index.search(vec[None], k)
-            top = [loc.index.names[j] for j in idx[0] if j >= 0]
-            shares = {f.name: share(vis[q.name], vis.get(f.name, set())) for f in fold.mapping}
-            best = max(shares.values(), default=0.0)
-            rows.append({"query": q.name, "fold": fold.name, "top": top,
-                         "top_shares": [round(shares.get(n, 0.0), 3) for n in top],
-                         "best_share": round(best, 3), "answerable": best >= min_share,
-                         "hit1": bool(top) and shares.get(top[0], 0.0) >= min_share,
-                         "hit": any(shares.get(n, 0.0) >= min_share for n in top)})
-    ans = [r for r in rows if r["answerable"]]
-    recall = lambda key: float(np.mean([r[key] for r in ans])) if ans else float("nan")  # noqa: E731
-    return {"queries": len(rows), "answerable": len(ans), "recall1": recall("hit1"), "recall": recall("hit"),
-            "query_ms": float(np.median(query_ms)) if query_ms else float("nan"),
-            "map_s": float(np.median(map_s)), "per_query": rows}
 
 
 def main(argv=None) -> int:
@@ -96,14 +65,14 @@ def main(argv=None) -> int:
             vis = visible_points(Path(tmp) / "all")
             for spec, cfg in configs.items():
                 t = time.perf_counter()
-                r = evaluate(scene, split, vis, cfg, args.k, 0.3, Path(tmp))
-                rows.append({"scene": rel, "split": split, "descriptor": spec, "queries": r["queries"],
-                             "with a 30 % neighbour": r["answerable"], "recall@1": f"{100 * r['recall1']:.0f} %",
-                             f"recall@{args.k}": f"{100 * r['recall']:.0f} %", "target": ">= 95 %",
-                             "ms/image": round(r["query_ms"]), "s/map": round(r["map_s"], 1),
+                r = retrieval_recall(scene, split, args.k, 0.3, cfg, progress=False, visibility=vis,
+                                     work_dir=Path(tmp))
+                rows.append({"scene": rel, "split": split, "descriptor": spec, "queries": r.queries,
+                             "with a 30 % neighbour": r.answerable, "recall@1": f"{100 * r.recall1:.0f} %",
+                             f"recall@{args.k}": f"{100 * r.recall:.0f} %", "target": ">= 95 %",
+                             "ms/image": round(r.query_ms), "s/map": round(r.map_seconds, 1),
                              "seconds": round(time.perf_counter() - t, 1)})
-                out.append({"scene": rel, "descriptor": spec, "config": cfg.to_dict(),
-                            **r})
+                out.append({"scene": rel, "descriptor": spec, "config": cfg.to_dict(), **vars(r)})
                 print(rows[-1], file=sys.stderr, flush=True)
     print(markdown_table(rows))
     write_results(args.json, {"descriptors": args.descriptor, "k": args.k, "whiten": args.whiten,

@@ -32,38 +32,55 @@ class RetrievalRecall:
     queries: int
     answerable: int               # queries with at least one correct neighbour among the mapping images
     per_query: list[dict]
+    recall1: float = float("nan")  # the same for the top 1
+    query_ms: float = float("nan")  # median time of a query's global descriptor (features + encoding)
+    map_seconds: float = float("nan")  # median time to build a fold's retrieval map
 
 
 def retrieval_recall(scene: Scene, split: str, k: int = 5, min_share: float = 0.3,
-                     retrieval_config=None, progress: bool = True) -> RetrievalRecall:
-    from ..api import build_map
-    from ..localizers.retrieval import RetrievalLocalizer
+                     retrieval_config=None, progress: bool = True,
+                     visibility: dict[str, set[int]] | None = None, work_dir: Path | None = None) -> RetrievalRecall:
+    """`visibility`: image -> observed point ids, if already measured (else a structure
+    map of all frames is built here)."""
+    import time
+
     import numpy as np
-    with tempfile.TemporaryDirectory() as tmp:
-        build_map(scene, Path(tmp) / "all", split="all", progress=False)
-        vis = visible_points(Path(tmp) / "all")
-        rows = []
+
+    from ..api import build_map
+    from ..localizers.base import Query
+    from ..localizers.retrieval import RetrievalLocalizer
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        if visibility is None:
+            build_map(scene, Path(tmp) / "all", split="all", progress=False)
+            visibility = visible_points(Path(tmp) / "all")
+        vis = visibility
+        rows, query_ms, map_s = [], [], []
         for i, fold in enumerate(progress_bar(scene.split(split), "folds", progress)):
+            t = time.perf_counter()
             build_map(list(fold.mapping), Path(tmp) / f"r{i}", retrieval_config, method="retrieval-top1",
                       progress=False)
+            map_s.append(time.perf_counter() - t)
             loc = RetrievalLocalizer.load(Path(tmp) / f"r{i}")
             for q in fold.query:
                 if q.name not in vis:
                     continue                        # not registered in the visibility map
-                img_feats = _query_vector(loc, q)
-                scores, idx = loc.index.search(img_feats[None], k)
+                timings: dict[str, float] = {}
+                vec, _ = loc.query_vector(Query(q.name, image_path=q.image_path, camera=q.camera), timings)
+                query_ms.append(1000 * timings["features"])
+                _, idx = loc.index.search(vec[None], k)
                 top = [loc.index.names[j] for j in idx[0] if j >= 0]
                 shares = {f.name: share(vis[q.name], vis.get(f.name, set())) for f in fold.mapping}
                 best = max(shares.values(), default=0.0)
                 rows.append({"query": q.name, "fold": fold.name, "top": top,
                              "top_shares": [round(shares.get(n, 0.0), 3) for n in top],
                              "best_share": round(best, 3), "answerable": best >= min_share,
+                             "hit1": bool(top) and shares.get(top[0], 0.0) >= min_share,
                              "hit": any(shares.get(n, 0.0) >= min_share for n in top)})
-    answerable = [r for r in rows if r["answerable"]]
-    recall = float(np.mean([r["hit"] for r in answerable])) if answerable else float("nan")
-    return RetrievalRecall(recall, len(rows), len(answerable), rows)
+    ans = [r for r in rows if r["answerable"]]
 
+    def rate(key: str) -> float:
+        return float(np.mean([r[key] for r in ans])) if ans else float("nan")
 
-def _query_vector(loc, frame):
-    from ..localizers.base import Query
-    return loc.query_vector(Query(frame.name, image_path=frame.image_path))[0]
+    return RetrievalRecall(rate("hit"), len(rows), len(ans), rows, rate("hit1"),
+                           float(np.median(query_ms)) if query_ms else float("nan"),
+                           float(np.median(map_s)) if map_s else float("nan"))
