@@ -20,7 +20,7 @@ def temple(shared_data):
     return vloc.Scene.load(shared_data / "middlebury_temple" / "templeRing")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def one_torch_thread():
     """One torch thread: on a loaded 2-core machine two spinning OpenMP threads are
     several times slower (measured: 7 s instead of 21 s for an ALIKED map)."""

@@ -22,14 +22,8 @@ SIZE = 256          # network input (longer side) in these tests
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One torch thread: on the shared 2-core test machine two threads were 2.5-4x
-    slower for this network (the library keeps torch's own setting)."""
-    import torch
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_torch_thread(one_torch_thread):      # see tests/conftest.py (this network: 2.5-4x slower on 2)
     yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

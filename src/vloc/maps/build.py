@@ -18,7 +18,7 @@ from ..features import Features, make_extractor
 from ..features.store import write_features
 from ..matching import match_mutual_ratio
 from ..matching.geometry import verify_fundamental, verify_with_poses
-from ..matching.index import FLAT_MAX, build_faiss_index, save_index
+from ..matching.index import FLAT_MAX, build_faiss_index, save_index as _save_faiss_index
 from .colmap_db import known_pose_reconstruction, write_database
 from .config import MapConfig
 from .mapdir import atomic_map_dir, write_manifest
@@ -71,9 +71,12 @@ def triangulate(frames, feats, matches, cfg: MapConfig, work: Path):
 
 
 def build_map(frames: list[Frame], out: Path, config: MapConfig = MapConfig(), source: dict | None = None,
-              overwrite: bool = False, progress: bool = True, features: dict[str, Features] | None = None) -> dict:
+              overwrite: bool = False, progress: bool = True, features: dict[str, Features] | None = None,
+              save_index: bool = True) -> dict:
     """Build a structure map from `frames` into directory `out`. Returns the manifest.
-    `features`: already extracted with this config's extractor (e.g. shared by tiles)."""
+    `features`: already extracted with this config's extractor (e.g. shared by tiles);
+    `save_index=False`: no trained IVF index is stored (a caller that indexes the
+    points its own way)."""
     frames = list(frames)
     if len(frames) < 2:
         raise DataError(f"need at least 2 mapping images, got {len(frames)}")
@@ -111,8 +114,8 @@ def build_map(frames: list[Frame], out: Path, config: MapConfig = MapConfig(), s
         rec.write(str(tmp / "model"))
         write_features(tmp / "features.h5", {n: feats[n] for n in (im.name for im in rec.images.values())})
         write_points(tmp / "points.h5", pts)
-        if len(pts.descriptors) > FLAT_MAX:       # trained once here, not at every load
-            save_index(build_faiss_index(pts.descriptors, "ivf"), tmp / "index.faiss")
+        if save_index and len(pts.descriptors) > FLAT_MAX:       # trained once here, not at every load
+            _save_faiss_index(build_faiss_index(pts.descriptors, "ivf"), tmp / "index.faiss")
         _write_pairs(tmp, frames, matches)
         timings["write"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t0

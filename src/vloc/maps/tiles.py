@@ -145,19 +145,20 @@ def tile_index(descriptors: np.ndarray, pq_bytes: int, seed: int = 0):
     return index
 
 
-def write_tile(path: Path, xyz: np.ndarray, desc_point: np.ndarray, index, bounds, frames: list[str]) -> int:
+def write_tile(path: Path, xyz: np.ndarray, desc_point: np.ndarray, index, bounds, n_frames: int) -> int:
     blob = faiss.serialize_index(index)          # FAISS's own format (no pickle)
     with h5py.File(path, "w") as f:
         f.create_dataset("xyz", data=xyz.astype(np.float64))
         f.create_dataset("desc_point", data=desc_point.astype(np.int32))
         f.create_dataset("index", data=blob)
         f.attrs["bounds"] = np.asarray(bounds, dtype=np.float64)
-        f.attrs["frames"] = len(frames)
+        f.attrs["frames"] = n_frames
     return path.stat().st_size
 
 
-def _extract_to_store(frames, config: MapConfig, store: Path, progress: bool, chunk: int = 2000) -> None:
-    """All frames' features into an HDF5 store, chunk by chunk (bounded memory)."""
+def _extract_to_store(frames, config: MapConfig, store: Path, progress: bool, chunk: int = 2000) -> dict:
+    """All frames' features into an HDF5 store, chunk by chunk (bounded memory).
+    Returns the extractor's config (for the manifest)."""
     from ..features import make_extractor
     from ..features.store import write_features
     from .extract import extract_frames
@@ -176,9 +177,8 @@ def build_tiled_map(frames, out: Path, config: TiledMapConfig = TiledMapConfig()
     what can be seen from there), kept as points + a compressed descriptor index.
     Tiles are built one at a time (memory bounded by a tile, not the map)."""
     from ..features.store import read_features
-    from ..datasets import Frame
     from .build import build_map
-    frames = [f for f in frames if isinstance(f, Frame)]
+    frames = list(frames)
     if len(frames) < 2:
         raise MapError(f"need at least 2 mapping images, got {len(frames)}")
     if not all(f.has_pose for f in frames):
@@ -200,13 +200,14 @@ def build_tiled_map(frames, out: Path, config: TiledMapConfig = TiledMapConfig()
             sub = [frames[k] for k in idx]
             feats = read_features(work / "features.h5", [f.name for f in sub])
             try:
-                inner = build_map(sub, work / "tile", base, progress=False, features=feats, overwrite=True)
+                inner = build_map(sub, work / "tile", base, progress=False, features=feats, overwrite=True,
+                                  save_index=False)           # the tile gets its own PQ index below
             except MapError:
                 continue                  # too few matches among this tile's images
             pts = read_points(work / "tile" / "points.h5")
             index = tile_index(pts.descriptors, config.pq_bytes)
             name = tile_name(i, j)
-            nbytes = write_tile(tmp / name, pts.xyz, pts.desc_point, index, grid.bounds(i, j), [f.name for f in sub])
+            nbytes = write_tile(tmp / name, pts.xyz, pts.desc_point, index, grid.bounds(i, j), len(sub))
             tiles[f"{i}_{j}"] = {"file": name, "frames": len(sub), "points": len(pts),
                                  "descriptors": len(pts.descriptors), "bytes": nbytes,
                                  "bounds": list(grid.bounds(i, j))}
