@@ -30,10 +30,37 @@ def write_features(path: Path, features: dict[str, Features], mode: str = "w") -
             g.attrs["name"] = name
 
 
-def read_features(path: Path, names=None) -> dict[str, Features]:
+class FeatureReader:
+    """A feature store kept open for many small reads (one image's features in
+    ~1 ms, its descriptors alone in ~0.2 ms; opening the file costs as much again)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        try:
+            self.file = h5py.File(self.path, "r")
+        except OSError as e:
+            raise MapError(f"cannot read feature store {self.path}: {e}") from None
+
+    def _group(self, name: str):
+        try:
+            return self.file[_key(name)]
+        except KeyError:
+            raise MapError(f"feature store {self.path} has no image {name}") from None
+
+    def descriptors(self, name: str) -> np.ndarray:
+        try:
+            return self._group(name)["descriptors"][()].astype(np.float32)
+        except (OSError, KeyError) as e:
+            raise MapError(f"cannot read feature store {self.path}: {e}") from None
+
+    def features(self, name: str) -> Features:
+        return read_features(self.path, [name], file=self.file)[name]
+
+
+def read_features(path: Path, names=None, file=None) -> dict[str, Features]:
     out = {}
     try:
-        with h5py.File(path, "r") as f:
+        with (h5py.File(path, "r") if file is None else _kept_open(file)) as f:
             keys = list(f) if names is None else [_key(n) for n in names]
             for key in keys:
                 if key not in f:
@@ -46,3 +73,16 @@ def read_features(path: Path, names=None) -> dict[str, Features]:
     except (OSError, KeyError) as e:
         raise MapError(f"cannot read feature store {path}: {e}") from None
     return out
+
+
+class _kept_open:
+    """An already open h5py file as a context manager that leaves it open."""
+
+    def __init__(self, file):
+        self.file = file
+
+    def __enter__(self):
+        return self.file
+
+    def __exit__(self, *exc):
+        return False

@@ -105,19 +105,21 @@ def read_image_points(path: Path) -> dict[str, np.ndarray]:
 
 
 class LazyFeatures:
-    """The map images' features, read from features.h5 when first needed (a query
+    """The map images' features (or, with `descriptors_only`, their descriptors: all
+    that mutual-NN matching needs), read from features.h5 when first needed (a query
     touches k of them), the most recent `keep` kept in memory."""
 
-    def __init__(self, path: Path, keep: int = 256):
+    def __init__(self, path: Path, keep: int = 256, descriptors_only: bool = False):
         from collections import OrderedDict
-        self.path, self.keep, self.cache = Path(path), keep, OrderedDict()
+        from ..features.store import FeatureReader
+        self.reader, self.keep, self.cache = FeatureReader(path), keep, OrderedDict()
+        self.read = self.reader.descriptors if descriptors_only else self.reader.features
 
     def __getitem__(self, name: str):
-        from ..features.store import read_features
         if name in self.cache:
             self.cache.move_to_end(name)
         else:
-            self.cache[name] = read_features(self.path, [name])[name]
+            self.cache[name] = self.read(name)
             if len(self.cache) > self.keep:
                 self.cache.popitem(last=False)
         return self.cache[name]
@@ -160,6 +162,9 @@ def _lightglue_for(manifest: dict, config: HierarchicalConfig):
 
 
 class HierarchicalLocalizer:
+    """`image_feats[name]`: a map image's descriptors (mnn-ratio matcher) or its Features
+    (lightglue); `image_p3d[name]`: its keypoints' point rows (-1: none)."""
+
     def __init__(self, manifest, encoder, index, image_feats, image_p3d, xyz, config: HierarchicalConfig):
         self.manifest, self.encoder, self.index = manifest, encoder, index
         self.image_feats, self.image_p3d, self.xyz, self.config = image_feats, image_p3d, xyz, config
@@ -179,12 +184,13 @@ class HierarchicalLocalizer:
                      else image_points_from_model(map_dir / "structure" / "model"))
         xyz = read_point_xyz(map_dir / "structure" / "points.h5")
         return cls(manifest, load_global(map_dir / "global_descriptor.h5"), RetrievalIndex.load(map_dir / "retrieval"),
-                   LazyFeatures(map_dir / "structure" / "features.h5"), image_p3d, xyz, config)
+                   LazyFeatures(map_dir / "structure" / "features.h5", descriptors_only=config.matcher == "mnn-ratio"),
+                   image_p3d, xyz, config)
 
     def _match(self, feats, name: str) -> np.ndarray:
         if self.lightglue is not None:
             return self.lightglue.match(feats, self.image_feats[name])
-        return match_mutual_ratio(feats.descriptors, self.image_feats[name].descriptors, self.config.ratio)
+        return match_mutual_ratio(feats.descriptors, self.image_feats[name], self.config.ratio)
 
     def localize(self, query: Query, prior: Prior | None = None) -> Estimate:
         timings: dict[str, float] = {}

@@ -8,6 +8,7 @@ import faiss
 import numpy as np
 
 from ..errors import MapError
+from .nn import search
 
 # descriptors; above this an IVF index is used. Measured on the shared scenes (core
 # benchmark): IVF with nprobe 8 gives the same pose errors as exact search and
@@ -56,7 +57,7 @@ def match_to_points(index, owner: np.ndarray, query_desc: np.ndarray, ratio: flo
     descriptors of one point never reject each other)."""
     if len(query_desc) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    dist, idx = index.search(np.ascontiguousarray(query_desc, dtype=np.float32), k)
+    dist, idx = search(index, query_desc, k)
     valid = idx >= 0
     pts = np.where(valid, owner[np.maximum(idx, 0)], -1)
     first = pts[:, 0]

@@ -3,29 +3,54 @@ ratio test. FAISS's blocked exact search is several times faster here than a den
 similarity matrix with numpy or torch (measured: 0.13 s vs 0.8-4 s for 8k x 8k)."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import faiss
 import numpy as np
 
 
-# below this many query x database pairs one thread is faster: OpenMP's start-up costs
-# more than the work (measured on 700 x 700 SIFT-sized problems, loaded 2-core
-# machine: 11 ms on 1 thread, 24 ms on 2)
-SINGLE_THREAD_MAX = 4_000_000
+# below this much work (query rows x database rows x dimensions) one thread is faster:
+# OpenMP's start-up and spinning cost more than the work, the more so on a loaded
+# machine (measured on 700 x 700 SIFT matchings, 2 busy cores: 11 ms on 1 thread, 24 ms
+# on 2; a 10k-image retrieval search: 24 ms on 2 threads, ~1 ms on one)
+SINGLE_THREAD_MAX_WORK = 4_000_000 * 128
+
+
+@contextmanager
+def faiss_threads(n: int):
+    """FAISS's OpenMP threads set to `n` inside the block, restored after."""
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(threads)
+
+
+def scanned_per_query(index) -> float:
+    """Database vectors a search compares each query with: all of them, or for an IVF
+    index the `nprobe` lists it visits (on average)."""
+    try:
+        ivf = faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return float(index.ntotal)
+    return min(float(index.ntotal), ivf.nprobe * index.ntotal / max(ivf.nlist, 1))
+
+
+def search(index, query: np.ndarray, k: int):
+    """`index.search(query, k)` on one FAISS thread when the work is small."""
+    q = np.ascontiguousarray(query, dtype=np.float32)
+    if len(q) * scanned_per_query(index) * index.d > SINGLE_THREAD_MAX_WORK:
+        return index.search(q, k)
+    with faiss_threads(1):
+        return index.search(q, k)
 
 
 def knn(query: np.ndarray, database: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest neighbours: (squared L2 distances, indices), each (N, k)."""
     index = faiss.IndexFlatL2(database.shape[1])
     index.add(np.ascontiguousarray(database, dtype=np.float32))
-    q = np.ascontiguousarray(query, dtype=np.float32)
-    if len(q) * len(database) > SINGLE_THREAD_MAX:
-        return index.search(q, k)
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
-        return index.search(q, k)
-    finally:
-        faiss.omp_set_num_threads(threads)
+    return search(index, query, k)
 
 
 def match_mutual_ratio(desc0: np.ndarray, desc1: np.ndarray, ratio: float = 0.8,

@@ -10,6 +10,7 @@ import faiss
 import numpy as np
 
 from ..errors import MapError, VlocError
+from ..matching.nn import search
 
 FORMAT_TAG = "vloc-retrieval-index"
 FORMAT_VERSION = 1
@@ -80,7 +81,7 @@ class RetrievalIndex:
         k = min(k, len(self))
         if k == 0 or len(q) == 0:
             return np.zeros((len(q), k), np.float32), np.zeros((len(q), k), np.int64)
-        scores, idx = self.index.search(np.ascontiguousarray(q), k)
+        scores, idx = search(self.index, q, k)
         return scores, idx.astype(np.int64)
 
     def search_names(self, query: np.ndarray, k: int) -> list[list[tuple[str, float]]]:

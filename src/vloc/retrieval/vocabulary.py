@@ -6,6 +6,7 @@ import faiss
 import numpy as np
 
 from ..errors import VlocError
+from ..matching.nn import search
 
 
 def train_vocabulary(descriptors: np.ndarray, k: int, seed: int = 0, max_train: int = 200_000,
@@ -76,7 +77,7 @@ def assign(centroids: np.ndarray, descriptors: np.ndarray, index=None) -> np.nda
         return np.zeros(0, np.int64)
     if index is None:
         index = flat_index(centroids)
-    _, idx = index.search(x, 1)
+    _, idx = search(index, x, 1)
     return idx[:, 0].astype(np.int64)
 
 
