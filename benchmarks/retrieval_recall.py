@@ -3,13 +3,13 @@ least 30 % of the query's visible 3D points among the top 1 / top k retrieved?
 Visibility from a structure map of all the scene's frames (built once per scene and
 shared by the descriptors compared). Prints a table, writes JSON.
 
-    python benchmarks/retrieval_recall.py [--descriptor vlad bow aliked-gem aliked-netvlad+head]
+    python benchmarks/retrieval_recall.py [--descriptor vlad bow aliked-gem aliked-netvlad+head densevlad]
                                           [--k 5] [--whiten 0] [--threads N] [--scenes fountain ...]
 
 Suffixes (aliked-* only): `+head` trains the projection head on each map, `+rot180`
-also pools the image turned by 180 degrees. ms/image is
-the query's descriptor time (network + pooling, or local features + encoding), not
-counting decoding.
+also pools the image turned by 180 degrees. `--whiten` applies to aliked-* and
+densevlad. ms/image is the query's descriptor time (network + pooling, dense SIFT +
+VLAD, or local features + encoding), not counting decoding.
 """
 from __future__ import annotations
 
@@ -38,6 +38,8 @@ def map_config(spec: str, whiten: int) -> RetrievalMapConfig:
                                   whiten=whiten)
     if extra:
         raise SystemExit(f"+head and +rot180 apply to aliked-* descriptors only, not {name}")
+    if name == "densevlad":
+        return RetrievalMapConfig(global_descriptor=name, whiten=whiten)
     return RetrievalMapConfig(global_descriptor=name)
 
 
@@ -46,14 +48,16 @@ def main(argv=None) -> int:
     ap.add_argument("--data", type=Path, default=default_data())
     ap.add_argument("--descriptor", nargs="+", default=["vlad"])
     ap.add_argument("--k", type=int, default=5)
-    ap.add_argument("--whiten", type=int, default=0, help="PCA-whitening dims for aliked-* (0: off)")
-    ap.add_argument("--threads", type=int, help="torch threads (the network)")
+    ap.add_argument("--whiten", type=int, default=0, help="PCA-whitening dims for aliked-*, densevlad (0: off)")
+    ap.add_argument("--threads", type=int, help="torch threads (the network) and OpenCV threads (dense SIFT)")
     ap.add_argument("--scenes", nargs="*")
     ap.add_argument("--json", type=Path, default=Path("benchmarks/out/retrieval_recall.json"))
     args = ap.parse_args(argv)
     if args.threads:
         import torch
+        from vloc._libs import cv2
         torch.set_num_threads(args.threads)
+        cv2.setNumThreads(args.threads)
     configs = {spec: map_config(spec, args.whiten) for spec in args.descriptor}
     rows, out = [], []
     for rel, split, _ in SCENES:

@@ -5,7 +5,8 @@ are the yardsticks that pose regression is compared with.
 
 The global descriptor is computed from the images' local features (`vlad`, `bow`) or
 from the image itself (`aliked-gem`, `aliked-netvlad`: ALIKED dense maps, colour
-images at `image_size`; the local-feature options are then unused)."""
+images at `image_size`; `densevlad`: dense RootSIFT + VLAD; the local-feature options
+are then unused)."""
 from __future__ import annotations
 
 import json
@@ -31,10 +32,10 @@ class RetrievalMapConfig:
     features: str = "sift"              # OpenCV SIFT: fast, and retrieval needs no sub-pixel accuracy
     resize_max: int = 1024
     max_keypoints: int = 4096
-    global_descriptor: str = "vlad"     # vlad | bow (from local features) | aliked-gem | aliked-netvlad
+    global_descriptor: str = "vlad"     # vlad | bow (local features) | aliked-gem | aliked-netvlad | densevlad
     words: int = 0                      # vocabulary size or NetVLAD words (0: the descriptor's default)
-    image_size: int = 512               # aliked-*: longer side of the colour image given to the network
-    whiten: int = 0                     # aliked-*: PCA-whitening to this many dims, learned on the map (0: off)
+    image_size: int = 0                 # aliked-*, densevlad: longer image side (0: default, 512 / 640)
+    whiten: int = 0                     # aliked-*, densevlad: PCA-whitening to this many dims (0: off)
     head: bool = False                  # aliked-*: projection head trained on the map (positives by pose)
     rotate180: bool = False             # aliked-*: also pool the image turned upside down (2x the time)
 
@@ -43,14 +44,15 @@ class RetrievalMapConfig:
         known = [*GLOBAL_DESCRIPTORS, *IMAGE_GLOBAL_DESCRIPTORS]
         if self.global_descriptor not in known:
             raise VlocError(f"unknown global_descriptor {self.global_descriptor!r}; available: {', '.join(known)}")
+        extra = [f for f in IMAGE_OPTIONS if f not in _image_options(self.global_descriptor)
+                 and getattr(self, f) != getattr(RetrievalMapConfig, f)]
+        if extra:
+            takers = [n for n in IMAGE_GLOBAL_DESCRIPTORS if set(extra) <= set(_image_options(n))]
+            takers = " and ".join([", ".join(takers[:-1]), takers[-1]] if len(takers) > 1 else takers)
+            raise VlocError(f"retrieval map option(s) {', '.join(extra)} apply to {takers} only, "
+                            f"not {self.global_descriptor}")
         if self.global_descriptor in IMAGE_GLOBAL_DESCRIPTORS:
             _global(self)                   # checks the options now, not after reading the images
-        else:
-            extra = [f for f in ("image_size", "whiten", "head", "rotate180")
-                     if getattr(self, f) != getattr(RetrievalMapConfig, f)]
-            if extra:
-                raise VlocError(f"retrieval map option(s) {', '.join(extra)} apply to "
-                                f"{' and '.join(IMAGE_GLOBAL_DESCRIPTORS)} only, not {self.global_descriptor}")
 
     @property
     def image_based(self) -> bool:
@@ -80,11 +82,22 @@ class RetrievalConfig:
         return asdict(self)
 
 
+IMAGE_OPTIONS = ("image_size", "whiten", "head", "rotate180")     # of the image-based descriptors
+
+
+def _image_options(name: str) -> tuple[str, ...]:
+    """The IMAGE_OPTIONS that global descriptor `name` takes."""
+    from ..retrieval import IMAGE_GLOBAL_DESCRIPTORS
+    if name == "densevlad":
+        return ("image_size", "whiten")
+    return IMAGE_OPTIONS if name in IMAGE_GLOBAL_DESCRIPTORS else ()
+
+
 def _global(cfg: RetrievalMapConfig):
     from ..retrieval import make_global
     options = {"k": cfg.words} if cfg.words else {}
-    if cfg.image_based:
-        options.update(image_size=cfg.image_size, whiten=cfg.whiten, head=cfg.head, rotate180=cfg.rotate180)
+    options.update({f: getattr(cfg, f) for f in _image_options(cfg.global_descriptor)
+                    if f != "image_size" or cfg.image_size})
     return make_global(cfg.global_descriptor, **options)
 
 
@@ -119,7 +132,7 @@ def _image_vectors(frames: list[Frame], encoder, progress: bool) -> tuple[np.nda
     vectors = np.stack([encoder.encode_dense(g) for g in grids])
     t2 = time.perf_counter()
     stats = {}
-    if encoder.head_training is not None:
+    if getattr(encoder, "head_training", None) is not None:
         h = encoder.head_training
         stats["head"] = {"initial_loss": round(h.initial_loss, 4), "final_loss": round(h.final_loss, 4),
                          "epochs": len(h.epoch_losses)}
@@ -139,7 +152,8 @@ def build_retrieval_map(frames: list[Frame], out: Path, config: RetrievalMapConf
     if config.image_based:
         vectors, timings, stats = _image_vectors(frames, encoder, progress)
         c = encoder.config
-        extractor_config = {"name": "aliked-dense", "model": c.model, "resize_max": c.image_size, "cell": c.cell}
+        extractor_config = (encoder.extractor_config() if config.global_descriptor == "densevlad" else
+                            {"name": "aliked-dense", "model": c.model, "resize_max": c.image_size, "cell": c.cell})
     else:
         extractor = make_extractor(config.features, resize_max=config.resize_max,
                                    max_keypoints=config.max_keypoints)

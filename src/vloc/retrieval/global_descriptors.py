@@ -360,14 +360,17 @@ def normalize_vlad(blocks: np.ndarray, power: float = 0.5) -> np.ndarray:
 
 # --------------------------------------------------------------------------- registry
 # from local descriptors (encode(descriptors)); the image-based ones (encode_image(image))
-# are in image_global.py and named in IMAGE_GLOBAL_DESCRIPTORS
+# are in image_global.py and densevlad.py and named in IMAGE_GLOBAL_DESCRIPTORS
 GLOBAL_DESCRIPTORS: dict[str, type[_VocabularyEncoder]] = {"bow": BagOfWords, "vlad": Vlad}
-IMAGE_GLOBAL_DESCRIPTORS = ("aliked-gem", "aliked-netvlad")
+IMAGE_GLOBAL_DESCRIPTORS = ("aliked-gem", "aliked-netvlad", "densevlad")
 
 
 def make_global(name: str, **overrides):
     """An (unfitted) global descriptor by registry name, with config overrides
     (e.g. make_global("vlad", k=32), make_global("aliked-netvlad", k=16, head=True))."""
+    if name == "densevlad":
+        from .densevlad import make_densevlad
+        return make_densevlad(**overrides)
     if name in IMAGE_GLOBAL_DESCRIPTORS:
         from .image_global import make_dense_global
         return make_dense_global(name, **overrides)
@@ -399,11 +402,14 @@ def load_global(path):
                        f"this vloc reads version {FORMAT_VERSION}")
     name = _str(attrs.get("name"))
     if name in IMAGE_GLOBAL_DESCRIPTORS:
-        from .image_global import DenseGlobal
         try:
             cfg = json.loads(_str(attrs.get("config")) or "")
         except ValueError as e:
             raise MapError(f"global descriptor {path} has a malformed config: {e}") from None
+        if name == "densevlad":
+            from .densevlad import DenseVlad
+            return DenseVlad._from_file(path, cfg, arrays)
+        from .image_global import DenseGlobal
         return DenseGlobal._from_file(path, name, cfg, attrs, arrays)
     if name not in GLOBAL_DESCRIPTORS:
         raise MapError(f"global descriptor {path} is of unknown kind {name!r}")
