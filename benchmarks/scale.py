@@ -5,6 +5,7 @@ capture density (10k images <-> a 1 km x 1 km street grid), so tiles hold about 
 same content at every size. Prints a Markdown table, writes JSON and a plot.
 
     python benchmarks/scale.py --sizes 1000 10000 [100000] [--methods structure hierarchical tiled]
+    python benchmarks/scale.py --sizes          # table and plot of every run in the work folder
 """
 from __future__ import annotations
 
@@ -101,7 +102,8 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    ap.add_argument("--sizes", type=int, nargs="*", default=[1000, 10000],
+                    help="city sizes to run (none: only report what the work folder holds)")
     ap.add_argument("--methods", nargs="+", default=["structure", "hierarchical", "tiled"])
     ap.add_argument("--queries", type=int, default=50)
     ap.add_argument("--features", default="sift")
@@ -134,7 +136,14 @@ def main(argv=None) -> int:
                 cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
             subprocess.run(cmd, check=True)
             results.append(json.loads(out.read_text()))
-    rows = [r["row"] for r in results]
+    # the table and plot cover every size and method measured in this work folder (runs of
+    # earlier invocations included: a 100k run takes hours and is done on its own)
+    known = {(r["row"]["images"], r["row"]["method"]) for r in results}
+    for path in sorted(args.work.glob("result-*-*.json")):
+        r = json.loads(path.read_text())
+        if (r["row"]["images"], r["row"]["method"]) not in known:
+            results.append(r)
+    rows = sorted((r["row"] for r in results), key=lambda r: (r["images"], r["method"]))
     print(markdown_table(rows))
     plot(rows, args.work / "scale.png")
     write_results(args.json, {"sizes": args.sizes, "methods": args.methods,
