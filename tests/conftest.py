@@ -31,6 +31,16 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="module")
+def one_opencv_thread():
+    """One OpenCV thread (dense SIFT): the same contention as torch's on 2 busy cores."""
+    from vloc._libs import cv2
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    yield
+    cv2.setNumThreads(before)
+
+
 @pytest.fixture(scope="session")
 def room(tmp_path_factory):
     """The synthetic room: 24 mapping and 6 query frames (seed 7), rendered once."""

@@ -97,16 +97,6 @@ def test_hierarchical_localization_on_the_synthetic_room(room, tmp_path):
         HierarchicalLocalizer.load(tmp_path / "h", HierarchicalConfig(matcher="lightglue"))
 
 
-@pytest.fixture
-def one_torch_thread():
-    """On a loaded 2-core machine two spinning OpenMP threads are several times slower."""
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_hierarchical_with_lightglue_on_aliked(room, tmp_path, one_torch_thread):
     """An ALIKED map (at 320 px, 512 keypoints) and LightGlue against the top 3 images."""
     fold = room.split("official")[0]

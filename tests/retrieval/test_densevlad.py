@@ -20,12 +20,7 @@ SIZE = 320                                   # longer image side in these tests
 SMALL = {"image_size": SIZE, "step": 6, "k": 32}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_opencv_thread():
-    before = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    yield
-    cv2.setNumThreads(before)
+pytestmark = pytest.mark.usefixtures("one_opencv_thread")
 
 
 @pytest.fixture(scope="module")

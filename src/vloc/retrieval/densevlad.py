@@ -18,17 +18,16 @@ are `global_descriptors.Vlad`; the whitening is `pooling.Whitening`.
 Saved as one HDF5 file (format tag, name, config, arrays; no pickle)."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar, Sequence
 
-import h5py
 import numpy as np
 
 from .._libs import cv2
 from ..errors import MapError, VlocError
-from .global_descriptors import FORMAT_TAG, FORMAT_VERSION, Vlad, VladConfig
+from .global_descriptors import Vlad, VladConfig, write_encoder_file
+from .image_global import ImageEncoder
 from .pooling import Whitening
 
 SIFT_DIM = 128
@@ -145,7 +144,7 @@ def dense_rootsift(gray: np.ndarray, bin_sizes: Sequence[int], step: int, min_gr
 
 
 # --------------------------------------------------------------------------- encoder
-class DenseVlad:
+class DenseVlad(ImageEncoder):
     """`densevlad` (see the module doc). Vectors are unit-L2 float32; an image with no
     textured patch encodes to the zero vector (as `Vlad` of no descriptors)."""
 
@@ -219,24 +218,6 @@ class DenseVlad:
             return v
         return self.whitening(v[None])[0] if v.any() else np.zeros(self.dim, np.float32)
 
-    # from images ---------------------------------------------------------
-    def fit(self, images: Sequence[np.ndarray], poses=None) -> DenseVlad:
-        if isinstance(images, np.ndarray) or len(images) == 0:
-            raise VlocError("densevlad.fit needs a non-empty list of images")
-        return self.fit_dense([self.dense(im) for im in images], poses)
-
-    def encode_image(self, image: np.ndarray) -> np.ndarray:
-        """(dim,) unit float32 vector of a uint8 gray or RGB image."""
-        self._require_fit()
-        return self.encode_dense(self.dense(image))
-
-    def encode_images(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        self._require_fit()
-        out = np.zeros((len(images), self.dim), np.float32)
-        for i, im in enumerate(images):
-            out[i] = self.encode_image(im)
-        return out
-
     # persistence ---------------------------------------------------------
     def save(self, path) -> None:
         self._require_fit()
@@ -244,16 +225,7 @@ class DenseVlad:
         arrays = {"vocabulary": self.vlad.vocabulary}
         if self.whitening is not None:
             arrays["whiten_mean"], arrays["whiten_projection"] = self.whitening.mean, self.whitening.projection
-        try:
-            with h5py.File(path, "w") as f:
-                f.attrs["format"] = FORMAT_TAG
-                f.attrs["version"] = FORMAT_VERSION
-                f.attrs["name"] = self.name
-                f.attrs["config"] = json.dumps(self.config.to_dict(), sort_keys=True)
-                for key, arr in arrays.items():
-                    f.create_dataset(key, data=arr)
-        except OSError as e:
-            raise MapError(f"cannot write global descriptor {path}: {e}") from None
+        write_encoder_file(path, self.name, self.config.to_dict(), arrays)
 
     @classmethod
     def load(cls, path) -> DenseVlad:

@@ -208,16 +208,7 @@ class _VocabularyEncoder:
         """Write the fitted encoder to an HDF5 file (plain datasets and attributes)."""
         self._require_fit()
         path = Path(path)
-        try:
-            with h5py.File(path, "w") as f:
-                f.attrs["format"] = FORMAT_TAG
-                f.attrs["version"] = FORMAT_VERSION
-                f.attrs["name"] = self.name
-                f.attrs["config"] = json.dumps(self.config.to_dict(), sort_keys=True)
-                for key, arr in self._arrays().items():
-                    f.create_dataset(key, data=arr)
-        except OSError as e:
-            raise MapError(f"cannot write global descriptor {path}: {e}") from None
+        write_encoder_file(path, self.name, self.config.to_dict(), self._arrays())
 
     @classmethod
     def load(cls, path):
@@ -362,6 +353,23 @@ def normalize_vlad(blocks: np.ndarray, power: float = 0.5) -> np.ndarray:
 # from local descriptors (encode(descriptors)); the image-based ones (encode_image(image))
 # are in image_global.py and densevlad.py and named in IMAGE_GLOBAL_DESCRIPTORS
 GLOBAL_DESCRIPTORS: dict[str, type[_VocabularyEncoder]] = {"bow": BagOfWords, "vlad": Vlad}
+def write_encoder_file(path: Path, name: str, config: dict, arrays: dict, attrs: dict | None = None) -> None:
+    """Every encoder's file: HDF5 with the format tag, version, name, config (JSON),
+    extra attributes and plain arrays (no pickle)."""
+    try:
+        with h5py.File(path, "w") as f:
+            f.attrs["format"] = FORMAT_TAG
+            f.attrs["version"] = FORMAT_VERSION
+            f.attrs["name"] = name
+            f.attrs["config"] = json.dumps(config, sort_keys=True)
+            for key, value in (attrs or {}).items():
+                f.attrs[key] = value
+            for key, arr in arrays.items():
+                f.create_dataset(key, data=arr)
+    except OSError as e:
+        raise MapError(f"cannot write global descriptor {path}: {e}") from None
+
+
 IMAGE_GLOBAL_DESCRIPTORS = ("aliked-gem", "aliked-netvlad", "densevlad")
 
 

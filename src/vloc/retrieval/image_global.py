@@ -13,17 +13,15 @@ builder runs the network once per image. Saved like the other encoders: one HDF5
 dict of tensors, read with weights_only=True)."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar, Sequence
 
-import h5py
 import numpy as np
 
 from ..errors import MapError, VlocError
 from .dense import MODELS, dense_features
-from .global_descriptors import FORMAT_TAG, FORMAT_VERSION
+from .global_descriptors import write_encoder_file
 from .head import HeadConfig, apply_head, load_head, pose_positives, save_head, train_head
 from .pooling import Whitening, assignment_sharpness, gem, netvlad, normalize_netvlad, unit
 from .vocabulary import train_vocabulary
@@ -77,7 +75,30 @@ class DenseGlobalConfig:
         return asdict(self)
 
 
-class DenseGlobal:
+class ImageEncoder:
+    """What every image-level encoder does from images, given its `dense` (image ->
+    dense features), `fit_dense`, `encode_dense`, `_require_fit`, `name` and `dim`."""
+
+    def fit(self, images: Sequence[np.ndarray], poses=None):
+        """`fit_dense` on the images' dense features (uint8 gray or RGB arrays)."""
+        if isinstance(images, np.ndarray) or len(images) == 0:
+            raise VlocError(f"{self.name}.fit needs a non-empty list of images")
+        return self.fit_dense([self.dense(im) for im in images], poses)
+
+    def encode_image(self, image: np.ndarray) -> np.ndarray:
+        """(dim,) unit float32 vector of a uint8 gray or RGB image."""
+        self._require_fit()
+        return self.encode_dense(self.dense(image))
+
+    def encode_images(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        self._require_fit()
+        out = np.zeros((len(images), self.dim), np.float32)
+        for i, im in enumerate(images):
+            out[i] = self.encode_image(im)
+        return out
+
+
+class DenseGlobal(ImageEncoder):
     """`aliked-gem` / `aliked-netvlad` (see the module doc). Vectors are unit-L2 float32."""
 
     input: ClassVar[str] = "image"       # what encode takes (the local-descriptor encoders: "local")
@@ -199,25 +220,6 @@ class DenseGlobal:
         self._require_fit()
         return self._post(self.pool(grid))[0]
 
-    # from images ---------------------------------------------------------
-    def fit(self, images: Sequence[np.ndarray], poses=None) -> DenseGlobal:
-        """`fit_dense` on the images' dense maps (uint8 gray or RGB arrays)."""
-        if isinstance(images, np.ndarray) or len(images) == 0:
-            raise VlocError(f"{self.name}.fit needs a non-empty list of images")
-        return self.fit_dense([self.dense(im) for im in images], poses)
-
-    def encode_image(self, image: np.ndarray) -> np.ndarray:
-        """(dim,) unit float32 vector of a uint8 gray or RGB image."""
-        self._require_fit()
-        return self.encode_dense(self.dense(image))
-
-    def encode_images(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        self._require_fit()
-        out = np.zeros((len(images), self.dim), np.float32)
-        for i, im in enumerate(images):
-            out[i] = self.encode_image(im)
-        return out
-
     # persistence ---------------------------------------------------------
     @staticmethod
     def head_path(path) -> Path:
@@ -233,17 +235,7 @@ class DenseGlobal:
             arrays["centroids"] = self.centroids
         if self.whitening is not None:
             arrays["whiten_mean"], arrays["whiten_projection"] = self.whitening.mean, self.whitening.projection
-        try:
-            with h5py.File(path, "w") as f:
-                f.attrs["format"] = FORMAT_TAG
-                f.attrs["version"] = FORMAT_VERSION
-                f.attrs["name"] = self.name
-                f.attrs["config"] = json.dumps(self.config.to_dict(), sort_keys=True)
-                f.attrs["alpha"] = float(self.alpha)
-                for key, arr in arrays.items():
-                    f.create_dataset(key, data=arr)
-        except OSError as e:
-            raise MapError(f"cannot write global descriptor {path}: {e}") from None
+        write_encoder_file(path, self.name, self.config.to_dict(), arrays, {"alpha": float(self.alpha)})
         if self.head is not None:
             save_head(self.head, self.head_path(path))
 
