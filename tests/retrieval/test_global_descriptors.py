@@ -211,6 +211,15 @@ def synthetic_features(synthetic_room):
     return scene, mapping, query, feats
 
 
+def neighbour_ranks(scene, mapping, query, db: np.ndarray, q: np.ndarray) -> list[int]:
+    """Rank of each query's expected neighbour among the mapping images retrieved by
+    the vectors `q` against `db` (after checking every mapping image finds itself first)."""
+    index = RetrievalIndex(db, mapping)
+    assert index.search(db, 1)[1][:, 0].tolist() == list(range(len(mapping)))
+    _, ranking = index.search(q, len(mapping))
+    return [ranking[j].tolist().index(expected_neighbour(scene, qn, mapping)) for j, qn in enumerate(query)]
+
+
 def expected_neighbour(scene, query_name, mapping):
     """Index of the mapping frame with the nearest camera centre among those looking
     within 45 degrees of the query's direction (proxy for 'most shared points')."""
@@ -240,11 +249,7 @@ def test_retrieval_on_synthetic_scene(synthetic_features, name, options):
     q = enc.encode_many([feats[n].descriptors for n in query])
     t_enc = (time.perf_counter() - t0) / (len(mapping) + len(query))
     assert np.allclose(np.linalg.norm(db, axis=1), 1, atol=1e-5)
-    index = RetrievalIndex(db, mapping)
-    # every mapping image retrieves itself first
-    assert index.search(db, 1)[1][:, 0].tolist() == list(range(len(mapping)))
-    _, ranking = index.search(q, len(mapping))
-    ranks = [ranking[j].tolist().index(expected_neighbour(scene, qn, mapping)) for j, qn in enumerate(query)]
+    ranks = neighbour_ranks(scene, mapping, query, db, q)
     hits = [r < 5 for r in ranks]
     recall = sum(hits) / len(query)
     print(f"\n{name} {options}: recall@5 {sum(hits)}/{len(query)} (ranks {ranks}), fit {t_fit:.2f} s, "

@@ -54,35 +54,27 @@ class FeatureReader:
             raise MapError(f"cannot read feature store {self.path}: {e}") from None
 
     def features(self, name: str) -> Features:
-        return read_features(self.path, [name], file=self.file)[name]
+        try:
+            return _read_group(self._group(name))
+        except (OSError, KeyError) as e:
+            raise MapError(f"cannot read feature store {self.path}: {e}") from None
 
 
-def read_features(path: Path, names=None, file=None) -> dict[str, Features]:
+def _read_group(g) -> Features:
+    return Features(g["keypoints"][()], g["descriptors"][()].astype(np.float32), g["scores"][()],
+                    g["scales"][()], tuple(int(v) for v in g.attrs["image_size"]))
+
+
+def read_features(path: Path, names=None) -> dict[str, Features]:
     out = {}
     try:
-        with (h5py.File(path, "r") if file is None else _kept_open(file)) as f:
+        with h5py.File(path, "r") as f:
             keys = list(f) if names is None else [_key(n) for n in names]
             for key in keys:
                 if key not in f:
                     raise MapError(f"feature store {path} has no image {key.replace('|', '/')}")
-                g = f[key]
-                name = str(g.attrs["name"])
-                out[name] = Features(g["keypoints"][()], g["descriptors"][()].astype(np.float32),
-                                     g["scores"][()], g["scales"][()],
-                                     tuple(int(v) for v in g.attrs["image_size"]))
+                out[str(f[key].attrs["name"])] = _read_group(f[key])
     except (OSError, KeyError) as e:
         raise MapError(f"cannot read feature store {path}: {e}") from None
     return out
 
-
-class _kept_open:
-    """An already open h5py file as a context manager that leaves it open."""
-
-    def __init__(self, file):
-        self.file = file
-
-    def __enter__(self):
-        return self.file
-
-    def __exit__(self, *exc):
-        return False

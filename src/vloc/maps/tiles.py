@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
+import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -171,9 +174,10 @@ def _extract_to_store(frames, config: MapConfig, store: Path, progress: bool, ch
     return extractor.config_dict()
 
 
-def _build_tile(job: tuple) -> tuple[str, dict, float] | None:
+def _build_tile(job: tuple) -> tuple[str, dict, float, int] | None:
     """One tile, in a worker process: its structure map (in a scratch folder), then its
-    points and compressed index written to its tile file. None if too few matches."""
+    points and compressed index written to its tile file. Returns (key, tiles.json
+    entry, mean reprojection error, descriptor size); None if too few matches."""
     from ..features.store import read_features
     from .build import build_map
     (i, j), sub, base, pq_bytes, bounds, store, tmp, work = job
@@ -189,11 +193,10 @@ def _build_tile(job: tuple) -> tuple[str, dict, float] | None:
         index = tile_index(pts.descriptors, pq_bytes)   # (1k city, 2 busy cores: 196 s -> 16 s)
     name = tile_name(i, j)
     nbytes = write_tile(Path(tmp) / name, pts.xyz, pts.desc_point, index, bounds, len(sub))
-    import shutil
     shutil.rmtree(scratch, ignore_errors=True)
     info = {"file": name, "frames": len(sub), "points": len(pts), "descriptors": len(pts.descriptors),
             "bytes": nbytes, "bounds": list(bounds)}
-    return f"{i}_{j}", info, inner["stats"]["mean_reprojection_error"]
+    return f"{i}_{j}", info, inner["stats"]["mean_reprojection_error"], pts.descriptors.shape[1]
 
 
 def _map_jobs(fn, jobs: list, workers: int, desc: str, progress: bool):
@@ -202,7 +205,6 @@ def _map_jobs(fn, jobs: list, workers: int, desc: str, progress: bool):
     if workers <= 1 or len(jobs) < 2:
         yield from progress_bar(map(fn, jobs), desc, progress, total=len(jobs))
         return
-    import multiprocessing
     pool = multiprocessing.get_context("spawn").Pool(min(workers, len(jobs)))
     try:
         yield from progress_bar(pool.imap_unordered(fn, jobs), desc, progress, total=len(jobs))
@@ -220,7 +222,6 @@ def build_tiled_map(frames, out: Path, config: TiledMapConfig = TiledMapConfig()
     what can be seen from there), kept as points + a compressed descriptor index.
     Tiles are built independently, in `workers` processes (default: up to 2), so
     memory is bounded by a tile per worker, not by the map."""
-    import os
     frames = list(frames)
     if len(frames) < 2:
         raise MapError(f"need at least 2 mapping images, got {len(frames)}")
@@ -245,7 +246,7 @@ def build_tiled_map(frames, out: Path, config: TiledMapConfig = TiledMapConfig()
         for done in _map_jobs(_build_tile, jobs, workers, "tiles", progress):
             if done is None:
                 continue
-            key, info, err = done
+            key, info, err, dim = done
             tiles[key] = info
             totals["points"] += info["points"]
             totals["descriptors"] += info["descriptors"]
@@ -259,17 +260,10 @@ def build_tiled_map(frames, out: Path, config: TiledMapConfig = TiledMapConfig()
                  "mean_track_length": totals["descriptors"] / max(totals["points"], 1),
                  "mean_reprojection_error": float(np.mean(reproj)),
                  "max_tile_mb": max(sizes) / 2**20, "median_tile_mb": float(np.median(sizes)) / 2**20,
-                 "descriptor_bytes": config.pq_bytes or 4 * _descriptor_dim(tmp, tiles),
+                 "descriptor_bytes": config.pq_bytes or 4 * dim,
                  "timings": {"features": t_feat, "total": time.perf_counter() - t0}, "workers": workers}
         return write_manifest(tmp, "tiled", {"map": config.to_dict(), "extractor": extractor_cfg},
                               source or {}, stats)
-
-
-def _descriptor_dim(tmp: Path, tiles: dict) -> int:
-    """Descriptor size of an uncompressed tiled map (read from its first tile's index)."""
-    first = next(iter(tiles.values()))
-    with h5py.File(tmp / first["file"], "r") as f:
-        return int(faiss.deserialize_index(f["index"][()]).d)
 
 
 @dataclass

@@ -149,6 +149,7 @@ class DenseVlad(ImageEncoder):
     textured patch encodes to the zero vector (as `Vlad` of no descriptors)."""
 
     name: ClassVar[str] = "densevlad"
+    kind: ClassVar[str] = "'densevlad'"
     input: ClassVar[str] = "image"           # encode_image(image), as DenseGlobal
 
     def __init__(self, config: DenseVladConfig | None = None):
@@ -226,14 +227,6 @@ class DenseVlad(ImageEncoder):
         if self.whitening is not None:
             arrays["whiten_mean"], arrays["whiten_projection"] = self.whitening.mean, self.whitening.projection
         write_encoder_file(path, self.name, self.config.to_dict(), arrays)
-
-    @classmethod
-    def load(cls, path) -> DenseVlad:
-        from .global_descriptors import load_global
-        enc = load_global(path)
-        if not isinstance(enc, cls):
-            raise MapError(f"{path} holds a {enc.name!r} global descriptor, not 'densevlad'")
-        return enc
 
     @classmethod
     def _from_file(cls, path, config, arrays: dict) -> DenseVlad:

@@ -77,7 +77,19 @@ class DenseGlobalConfig:
 
 class ImageEncoder:
     """What every image-level encoder does from images, given its `dense` (image ->
-    dense features), `fit_dense`, `encode_dense`, `_require_fit`, `name` and `dim`."""
+    dense features), `fit_dense`, `encode_dense`, `_require_fit`, `name` and `dim`;
+    `kind` names it in errors."""
+    kind: ClassVar[str]
+
+    @classmethod
+    def load(cls, path):
+        """Read an encoder written by `save`; MapError if it is missing, corrupt or of
+        another kind than `cls`."""
+        from .global_descriptors import load_global
+        enc = load_global(path)
+        if not isinstance(enc, cls):
+            raise MapError(f"{path} holds a {enc.name!r} global descriptor, not {cls.kind}")
+        return enc
 
     def fit(self, images: Sequence[np.ndarray], poses=None):
         """`fit_dense` on the images' dense features (uint8 gray or RGB arrays)."""
@@ -99,6 +111,7 @@ class ImageEncoder:
 
 
 class DenseGlobal(ImageEncoder):
+    kind: ClassVar[str] = "an ALIKED one"
     """`aliked-gem` / `aliked-netvlad` (see the module doc). Vectors are unit-L2 float32."""
 
     input: ClassVar[str] = "image"       # what encode takes (the local-descriptor encoders: "local")
@@ -238,14 +251,6 @@ class DenseGlobal(ImageEncoder):
         write_encoder_file(path, self.name, self.config.to_dict(), arrays, {"alpha": float(self.alpha)})
         if self.head is not None:
             save_head(self.head, self.head_path(path))
-
-    @classmethod
-    def load(cls, path) -> DenseGlobal:
-        from .global_descriptors import load_global
-        enc = load_global(path)
-        if not isinstance(enc, cls):
-            raise MapError(f"{path} holds a {enc.name!r} global descriptor, not an ALIKED one")
-        return enc
 
     @classmethod
     def _from_file(cls, path, name: str, config: dict, attrs: dict, arrays: dict) -> DenseGlobal:
