@@ -3,7 +3,8 @@ import numpy as np
 from vloc.datasets import Frame
 from vloc.geometry import Camera, Pose
 from vloc.maps.pairs import pairs_from_poses, select_pairs
-from vloc.matching import match_mutual_ratio
+from vloc.matching import match_mutual_ratio, match_mutual_ratio_many
+from vloc.matching import nn
 from vloc.matching.geometry import epipolar_errors
 from vloc.matching.index import build_faiss_index, match_to_points
 
@@ -23,6 +24,25 @@ def test_mutual_ratio_finds_the_permutation_and_rejects_ambiguous():
     b2 = np.r_[b, _unit(b[:1] + 1e-4)]
     m2 = match_mutual_ratio(a, b2, ratio=0.8)
     assert perm[0] not in m2[:, 0] and len(m2) == 399
+
+
+def test_batched_matching_equals_pairwise(monkeypatch):
+    rng = np.random.default_rng(2)
+    q = _unit(rng.normal(size=(300, 64)))
+    # databases sharing some of the query's descriptors (noisy), an empty and a 1-row one
+    dbs = [_unit(np.r_[q[rng.choice(300, 120, replace=False)] + 0.05 * rng.normal(size=(120, 64)),
+                       rng.normal(size=(n, 64))]) for n in (30, 200, 0, 80)]
+    dbs += [np.zeros((0, 64), np.float32), _unit(q[:1] + 0.01)]
+    monkeypatch.setattr(nn, "BATCH_MAX_ENTRIES", 300 * 250)        # several batches
+    monkeypatch.setattr(nn, "BATCH_PAIR_MAX_ENTRIES", 300 * 300)   # the 320-row one to FAISS
+    for mutual in (True, False):
+        many = match_mutual_ratio_many(q, dbs, ratio=0.85, mutual=mutual)
+        pairwise = [match_mutual_ratio(q, db, ratio=0.85, mutual=mutual) for db in dbs]
+        assert [len(m) for m in many] == [len(m) for m in pairwise]
+        assert sum(len(m) for m in many) > 300
+        for a, b in zip(many, pairwise):
+            assert np.array_equal(a[np.argsort(a[:, 0])], b[np.argsort(b[:, 0])])
+    assert all(len(m) == 0 for m in match_mutual_ratio_many(q[:0], dbs))
 
 
 def test_ratio_test_between_distinct_points():

@@ -174,3 +174,29 @@ def test_a_query_bridging_two_clusters_uses_both():
     assert not est.success
     assert est.reason == ("2 covisibility cluster(s) of the 2 retrieved images (and all together): "
                           "too few 2D-3D matches: at most 40 (from 2 image(s)), need 50 inliers")
+
+
+def test_image_table_round_trip_and_bad_files(tmp_path):
+    from vloc.errors import MapError
+    from vloc.localizers.image_table import DESCRIPTORS, ImageTable, write_image_table
+    rng = np.random.default_rng(0)
+    names, sizes = ["a", "dir/b", "c"], [2, 0, 3]
+    desc = [rng.normal(size=(n, 8)).astype(np.float32) for n in sizes]
+    rows = [np.array([4, -1]), np.zeros(0, int), np.array([-1, 0, 7])]
+    write_image_table(tmp_path, names, sizes, 8, zip(desc, rows))
+    table = ImageTable.load(tmp_path)
+    for n, d, r in zip(names, desc, rows):
+        assert np.allclose(table.descriptors[n], d, atol=1e-2) and table.descriptors[n].dtype == np.float32
+        assert np.array_equal(table.point_rows[n], r)
+    with pytest.raises(MapError, match="no image zz"):
+        table.descriptors["zz"]
+    with pytest.raises(MapError, match="expected 3"):
+        write_image_table(tmp_path, names, sizes, 8, zip(desc, rows[:2] + [np.zeros(2)]))
+    write_image_table(tmp_path, names, sizes, 8, zip(desc, rows))
+    path = tmp_path / DESCRIPTORS
+    path.write_bytes(path.read_bytes()[:-20])                       # truncated
+    with pytest.raises(MapError, match="cannot read the image table"):
+        ImageTable.load(tmp_path)
+    np.save(path, np.zeros((4, 8), np.float16))                     # a row short
+    with pytest.raises(MapError, match="corrupt image table"):
+        ImageTable.load(tmp_path)

@@ -47,6 +47,18 @@ class FeatureReader:
         except KeyError:
             raise MapError(f"feature store {self.path} has no image {name}") from None
 
+    def close(self) -> None:
+        self.file.close()
+
+    def names(self) -> list[str]:
+        return sorted(k.replace("|", "/") for k in self.file)
+
+    def num_keypoints(self, name: str) -> int:
+        try:
+            return int(self._group(name)["descriptors"].shape[0])
+        except (OSError, KeyError) as e:
+            raise MapError(f"cannot read feature store {self.path}: {e}") from None
+
     def descriptors(self, name: str) -> np.ndarray:
         try:
             return self._group(name)["descriptors"][()].astype(np.float32)

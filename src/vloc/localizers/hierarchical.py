@@ -12,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import VlocError
+from ..errors import MapError, VlocError
 from ..estimation import PoseConfig
 from ..maps.config import MapConfig
 from ..maps.mapdir import atomic_map_dir, write_manifest
-from ..matching import match_mutual_ratio
+from ..matching import match_mutual_ratio_many
 from .base import Estimate, Prior, Query
+from .image_table import ImageTable
 from .query_io import estimate_query_pose, extractor_from_manifest, query_features, read_method_manifest
 
 MATCHERS = ("mnn-ratio", "lightglue")
@@ -47,16 +48,21 @@ class HierarchicalConfig:
         return asdict(self)
 
 
+FIT_IMAGES = 5000      # images whose features train the VLAD vocabulary (a seeded sample)
+
+
 def build_hierarchical_map(frames, out: Path, config: MapConfig = MapConfig(), source: dict | None = None,
                            overwrite: bool = False, progress: bool = True, structure_map: Path | None = None) -> dict:
     """A structure map (built here, or copied from `structure_map`, which must have been
     built from the same frames) plus a VLAD retrieval index over its images' features
-    and the table image keypoint -> 3D point (image_points.h5)."""
+    and the image table (image_table.py: descriptors and keypoint -> 3D point)."""
     import shutil
-    from ..features.store import read_features
+    from ..features.store import FeatureReader
     from ..maps.build import build_map
     from ..maps.mapdir import read_manifest
+    from ..progress import progress_bar
     from ..retrieval import RetrievalIndex, make_global
+    from .image_table import write_image_table
     t0 = time.perf_counter()
     with atomic_map_dir(out, overwrite) as tmp:
         if structure_map is None:
@@ -65,14 +71,25 @@ def build_hierarchical_map(frames, out: Path, config: MapConfig = MapConfig(), s
             inner = read_manifest(structure_map, verify="size")
             shutil.copytree(structure_map, tmp / "structure")
             source = source or inner.get("source")
-        feats = read_features(tmp / "structure" / "features.h5")
-        names = sorted(feats)
-        encoder = make_global("vlad").fit([feats[n].descriptors for n in names])
+        reader = FeatureReader(tmp / "structure" / "features.h5")
+        names = reader.names()
+        sample = np.random.default_rng(0).permutation(len(names))[:FIT_IMAGES]
+        encoder = make_global("vlad").fit([reader.descriptors(names[i]) for i in sorted(sample)])
         encoder.save(tmp / "global_descriptor.h5")
-        RetrievalIndex(encoder.encode_many([feats[n].descriptors for n in names]), names,
-                       pca_dim=RETRIEVAL_PCA_DIM if len(names) >= RETRIEVAL_PCA_MIN else None).save(tmp / "retrieval")
-        del feats
-        write_image_points(tmp / "image_points.h5", image_points_from_model(tmp / "structure" / "model"))
+        point_rows = image_points_from_model(tmp / "structure" / "model")
+        sizes = [reader.num_keypoints(n) for n in names]
+        vectors = np.zeros((len(names), encoder.dim), np.float32)
+
+        def images():
+            for i, name in enumerate(progress_bar(names, "image table", progress)):
+                desc = reader.descriptors(name)
+                vectors[i] = encoder.encode(desc)
+                yield desc, point_rows.get(name, np.full(len(desc), -1))
+
+        write_image_table(tmp, names, sizes, encoder.descriptor_dim, images())
+        reader.close()
+        RetrievalIndex(vectors, names, pca_dim=RETRIEVAL_PCA_DIM if len(names) >= RETRIEVAL_PCA_MIN else None
+                       ).save(tmp / "retrieval")
         stats = {**inner["stats"], "timings": {**inner["stats"]["timings"], "total": time.perf_counter() - t0}}
         return write_manifest(tmp, "hierarchical", inner["config"], source or {}, stats)
 
@@ -87,33 +104,16 @@ def image_points_from_model(model_dir: Path) -> dict[str, np.ndarray]:
             for im in rec.images.values()}
 
 
-def write_image_points(path: Path, table: dict[str, np.ndarray]) -> None:
-    import h5py
-    with h5py.File(path, "w") as f:
-        for name, rows in table.items():
-            f.create_dataset(name.replace("/", "|"), data=rows.astype(np.int32))
-
-
-def read_image_points(path: Path) -> dict[str, np.ndarray]:
-    import h5py
-    from ..errors import MapError
-    try:
-        with h5py.File(path, "r") as f:
-            return {k.replace("|", "/"): f[k][()].astype(np.int64) for k in f}
-    except OSError as e:
-        raise MapError(f"cannot read {path}: {e}") from None
-
-
 class LazyFeatures:
-    """The map images' features (or, with `descriptors_only`, their descriptors: all
-    that mutual-NN matching needs), read from features.h5 when first needed (a query
-    touches k of them), the most recent `keep` kept in memory."""
+    """The map images' features (for LightGlue: keypoints, descriptors, image size), read
+    from features.h5 when first needed (a query touches k of them), the most recent
+    `keep` kept in memory."""
 
-    def __init__(self, path: Path, keep: int = 256, descriptors_only: bool = False):
+    def __init__(self, path: Path, keep: int = 256):
         from collections import OrderedDict
         from ..features.store import FeatureReader
         self.reader, self.keep, self.cache = FeatureReader(path), keep, OrderedDict()
-        self.read = self.reader.descriptors if descriptors_only else self.reader.features
+        self.read = self.reader.features
 
     def __getitem__(self, name: str):
         if name in self.cache:
@@ -162,8 +162,9 @@ def _lightglue_for(manifest: dict, config: HierarchicalConfig):
 
 
 class HierarchicalLocalizer:
-    """`image_feats[name]`: a map image's descriptors (mnn-ratio matcher) or its Features
-    (lightglue); `image_p3d[name]`: its keypoints' point rows (-1: none)."""
+    """`image_feats[name]`: a map image's descriptors (mnn-ratio matcher: from the image
+    table) or its Features (lightglue); `image_p3d[name]`: its keypoints' point rows
+    (-1: none)."""
 
     def __init__(self, manifest, encoder, index, image_feats, image_p3d, xyz, config: HierarchicalConfig):
         self.manifest, self.encoder, self.index = manifest, encoder, index
@@ -179,18 +180,19 @@ class HierarchicalLocalizer:
         manifest = read_method_manifest(map_dir, "hierarchical")
         if config.matcher == "lightglue":
             _lightglue_for(manifest, config)          # fail before reading the map
-        table = map_dir / "image_points.h5"
-        image_p3d = (read_image_points(table) if table.is_file()        # maps before image_points.h5
-                     else image_points_from_model(map_dir / "structure" / "model"))
+        if not (map_dir / "image_index.h5").is_file():
+            raise MapError(f"{map_dir} is a hierarchical map of an older vloc (no image table): rebuild it")
+        table = ImageTable.load(map_dir)
         xyz = read_point_xyz(map_dir / "structure" / "points.h5")
+        images = (table.descriptors if config.matcher == "mnn-ratio"
+                  else LazyFeatures(map_dir / "structure" / "features.h5"))
         return cls(manifest, load_global(map_dir / "global_descriptor.h5"), RetrievalIndex.load(map_dir / "retrieval"),
-                   LazyFeatures(map_dir / "structure" / "features.h5", descriptors_only=config.matcher == "mnn-ratio"),
-                   image_p3d, xyz, config)
+                   images, table.point_rows, xyz, config)
 
-    def _match(self, feats, name: str) -> np.ndarray:
+    def _match(self, feats, names: list[str]) -> list[np.ndarray]:
         if self.lightglue is not None:
-            return self.lightglue.match(feats, self.image_feats[name])
-        return match_mutual_ratio(feats.descriptors, self.image_feats[name], self.config.ratio)
+            return [self.lightglue.match(feats, self.image_feats[n]) for n in names]
+        return match_mutual_ratio_many(feats.descriptors, [self.image_feats[n] for n in names], self.config.ratio)
 
     def localize(self, query: Query, prior: Prior | None = None) -> Estimate:
         timings: dict[str, float] = {}
@@ -204,8 +206,7 @@ class HierarchicalLocalizer:
 
         t = time.perf_counter()
         lifted = {}                           # image -> (query keypoint, point row) pairs
-        for name in names:
-            m = self._match(feats, name)
+        for name, m in zip(names, self._match(feats, names)):
             p3d = self.image_p3d[name][m[:, 1]]
             lifted[name] = np.stack([m[p3d >= 0, 0], p3d[p3d >= 0]], axis=1)
         timings["matching"] = time.perf_counter() - t

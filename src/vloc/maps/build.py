@@ -16,7 +16,7 @@ from ..datasets import Frame
 from ..errors import DataError, MapError
 from ..features import Features, make_extractor
 from ..features.store import write_features
-from ..matching import match_mutual_ratio
+from ..matching import match_mutual_ratio_many
 from ..matching.geometry import verify_fundamental, verify_with_poses
 from ..matching.index import FLAT_MAX, build_faiss_index, save_index as _save_faiss_index
 from .colmap_db import known_pose_reconstruction, write_database
@@ -28,21 +28,30 @@ from .points import points_from_reconstruction, write_points
 
 def match_pairs(frames: list[Frame], feats: dict[str, Features], pairs, cfg: MapConfig,
                 use_poses: bool, progress: bool = True) -> dict[tuple[int, int], np.ndarray]:
+    """Mutual NN + ratio matches of each pair, geometrically verified. An image is
+    matched with all its partners at once (`match_mutual_ratio_many`)."""
+    partners: dict[int, list[int]] = {}
+    for i, j in pairs:
+        partners.setdefault(i, []).append(j)
     out = {}
-    for i, j in progress_bar(pairs, "matching", progress):
-        fi, fj = frames[i], frames[j]
-        a, b = feats[fi.name], feats[fj.name]
-        m = match_mutual_ratio(a.descriptors, b.descriptors, cfg.ratio)
+    bar = progress_bar(None, "matching", progress, total=len(pairs))
+    for i, js in partners.items():
+        fi, a = frames[i], feats[frames[i].name]
+        matches = match_mutual_ratio_many(a.descriptors, [feats[frames[j].name].descriptors for j in js], cfg.ratio)
         # threshold given at extraction resolution -> original pixels
         scale = max(fi.camera.width, fi.camera.height) / min(cfg.resize_max, max(fi.camera.width, fi.camera.height))
         thr = cfg.epipolar_threshold * scale
-        if use_poses:
-            m = verify_with_poses(a.keypoints, b.keypoints, m, fi.camera, fj.camera,
-                                  fi.cam_from_world, fj.cam_from_world, thr)
-        else:
-            m = verify_fundamental(a.keypoints, b.keypoints, m, thr)
-        if len(m):
-            out[(i, j)] = m
+        for j, m in zip(js, matches):
+            fj, b = frames[j], feats[frames[j].name]
+            if use_poses:
+                m = verify_with_poses(a.keypoints, b.keypoints, m, fi.camera, fj.camera,
+                                      fi.cam_from_world, fj.cam_from_world, thr)
+            else:
+                m = verify_fundamental(a.keypoints, b.keypoints, m, thr)
+            if len(m):
+                out[(i, j)] = m
+        bar.update(len(js))
+    bar.close()
     return out
 
 

@@ -1,4 +1,4 @@
 """Descriptor matching: mutual nearest neighbours, ratio test, FAISS indexes, geometric checks."""
-from .nn import match_mutual_ratio
+from .nn import match_mutual_ratio, match_mutual_ratio_many
 
-__all__ = ["match_mutual_ratio"]
+__all__ = ["match_mutual_ratio", "match_mutual_ratio_many"]

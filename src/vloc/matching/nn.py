@@ -71,3 +71,71 @@ def match_mutual_ratio(desc0: np.ndarray, desc1: np.ndarray, ratio: float = 0.8,
         _, back = knn(desc1[targets], desc0, 1)
         idx0 = idx0[back[inv, 0] == idx0]
     return np.stack([idx0, i[idx0, 0]], axis=1).astype(np.int64)
+
+
+# a batch's distance matrix stays below this many entries (float32: 64 MB)
+BATCH_MAX_ENTRIES = 16_000_000
+# larger pairs go to FAISS's threaded search (measured, 1 vs 2 threads: equal at 1000 x
+# 1000 descriptors, 1.3x slower at 2000 x 2000, 4x at 4000 x 4000)
+BATCH_PAIR_MAX_ENTRIES = 2_000_000
+
+
+def match_mutual_ratio_many(desc0: np.ndarray, databases: list[np.ndarray], ratio: float = 0.8,
+                            mutual: bool = True) -> list[np.ndarray]:
+    """`match_mutual_ratio(desc0, db, ratio, mutual)` for each db of `databases`, from
+    one distance matrix per batch of databases: both directions' nearest neighbours
+    come from the same product, and one BLAS call replaces 2 x len(databases) small
+    FAISS searches (measured on 10 retrieved images of ~230 SIFT features: 2.3 ms
+    against 7.1 ms). Large pairs are left to FAISS's threaded search. Distances are squared L2, as FAISS's searches give."""
+    q = np.ascontiguousarray(desc0, dtype=np.float32)
+    out: list[np.ndarray] = [np.zeros((0, 2), dtype=np.int64)] * len(databases)
+    if len(q) == 0:
+        return out
+    rows = np.arange(len(q))
+    small = []
+    for j, db in enumerate(databases):
+        if len(q) * len(db) > BATCH_PAIR_MAX_ENTRIES:
+            out[j] = match_mutual_ratio(q, db, ratio, mutual)
+        else:
+            small.append(j)
+    for batch in _batches(small, [len(databases[j]) for j in small], max(1, BATCH_MAX_ENTRIES // len(q))):
+        db = np.concatenate([databases[j] for j in batch]).astype(np.float32, copy=False)
+        with faiss_threads(1):      # numpy's BLAS threads would keep spinning after the product
+            dist = faiss.pairwise_distances(q, db)         # and slow down the next query's SIFT
+        back = dist.argmin(axis=0)                  # each database row's nearest query row
+        start = 0
+        for j in batch:
+            d = dist[:, start:start + len(databases[j])]
+            if d.shape[1]:
+                out[j] = _ratio_matches(d, back[start:start + d.shape[1]] if mutual else None, rows, ratio)
+            start += d.shape[1]
+    return out
+
+
+def _batches(indices: list[int], sizes: list[int], max_cols: int) -> list[list[int]]:
+    """Consecutive groups of `indices` whose sizes sum to at most `max_cols` (a larger
+    one alone)."""
+    groups, cols = [[]], 0
+    for j, n in zip(indices, sizes):
+        if groups[-1] and cols + n > max_cols:
+            groups.append([])
+            cols = 0
+        groups[-1].append(j)
+        cols += n
+    return [g for g in groups if g]
+
+
+def _ratio_matches(dist: np.ndarray, back: np.ndarray | None, rows: np.ndarray, ratio: float) -> np.ndarray:
+    """Matches from one query x database block of squared distances (modified in place)."""
+    best = dist.argmin(axis=1)
+    d1 = dist[rows, best]
+    if dist.shape[1] > 1:
+        dist[rows, best] = np.inf
+        d2 = dist.min(axis=1)
+    else:
+        d2 = np.full(len(rows), np.inf, np.float32)
+    keep = d1 < (ratio ** 2) * d2
+    if back is not None:
+        keep &= back[best] == rows
+    idx0 = np.nonzero(keep)[0]
+    return np.stack([idx0, best[idx0]], axis=1).astype(np.int64)
