@@ -48,9 +48,6 @@ class HierarchicalConfig:
         return asdict(self)
 
 
-FIT_IMAGES = 5000      # images whose features train the VLAD vocabulary (a seeded sample)
-
-
 def build_hierarchical_map(frames, out: Path, config: MapConfig = MapConfig(), source: dict | None = None,
                            overwrite: bool = False, progress: bool = True, structure_map: Path | None = None) -> dict:
     """A structure map (built here, or copied from `structure_map`, which must have been
@@ -73,8 +70,8 @@ def build_hierarchical_map(frames, out: Path, config: MapConfig = MapConfig(), s
             source = source or inner.get("source")
         reader = FeatureReader(tmp / "structure" / "features.h5")
         names = reader.names()
-        sample = np.random.default_rng(0).permutation(len(names))[:FIT_IMAGES]
-        encoder = make_global("vlad").fit([reader.descriptors(names[i]) for i in sorted(sample)])
+        encoder = make_global("vlad")
+        encoder.fit(_vocabulary_sample(reader, names, 2 * encoder.config.max_train))
         encoder.save(tmp / "global_descriptor.h5")
         point_rows = image_points_from_model(tmp / "structure" / "model")
         sizes = [reader.num_keypoints(n) for n in names]
@@ -92,6 +89,13 @@ def build_hierarchical_map(frames, out: Path, config: MapConfig = MapConfig(), s
                        ).save(tmp / "retrieval")
         stats = {**inner["stats"], "timings": {**inner["stats"]["timings"], "total": time.perf_counter() - t0}}
         return write_manifest(tmp, "hierarchical", inner["config"], source or {}, stats)
+
+
+def _vocabulary_sample(reader, names: list[str], total: int) -> list[np.ndarray]:
+    """Seeded random descriptors of every image, about `total` in all (all of them on
+    small maps): the vocabulary sees the whole map without holding all its features."""
+    per_image, rng = -(-total // len(names)), np.random.default_rng(0)
+    return [d[np.sort(rng.permutation(len(d))[:per_image])] for d in map(reader.descriptors, names)]
 
 
 def image_points_from_model(model_dir: Path) -> dict[str, np.ndarray]:
