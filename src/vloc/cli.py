@@ -20,7 +20,8 @@ def _map_config(args):
     from .localizers.registry import get_method
     config_type = get_method(args.method).config_type
     overrides = {}
-    for key in ("features", "resize_max", "max_keypoints", "pairs", "points", "tile_size"):
+    for key in ("features", "resize_max", "max_keypoints", "pairs", "points", "tile_size", "loss", "beta",
+                "trunk", "epochs"):
         v = getattr(args, key, None)
         if v is not None:
             if key not in config_type.__dataclass_fields__:
@@ -186,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def map_options(p):
         p.add_argument("--method", default="structure",
-                       help="structure (default), hierarchical, retrieval-top1, retrieval-interpolated, tiled")
+                       help="structure (default), hierarchical, retrieval-top1, retrieval-interpolated, tiled, "
+                            "posenet, mapnet")
         p.add_argument("--config", help="TOML file with map options ([map] table)")
         p.add_argument("--features", help="local features: colmap-sift (default), sift (OpenCV), rootsift, aliked, disk, xfeat")
         p.add_argument("--resize-max", type=int, help="longer image side for features (default 1600)")
@@ -195,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--points", choices=["auto", "triangulate", "depth", "sfm"],
                        help="3D points from known poses, RGB-D depth, or SfM (default: auto)")
         p.add_argument("--tile-size", type=float, help="tiled maps: tile side in map units (default 150)")
+        p.add_argument("--loss", choices=["hand-tuned", "learned", "reprojection"],
+                       help="posenet, mapnet: training loss (default hand-tuned)")
+        p.add_argument("--beta", type=float, help="posenet, mapnet: hand-tuned weight of the rotation error (default 3)")
+        p.add_argument("--trunk", choices=["resnet", "aliked"],
+                       help="posenet, mapnet: resnet from scratch (default) or frozen pretrained ALIKED features")
+        p.add_argument("--epochs", type=int, help="posenet, mapnet: training epochs (default 60)")
         p.add_argument("--format", help="dataset format (default: detected)")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 

@@ -52,12 +52,25 @@ def _tiled() -> Method:
                   "best pose wins", uses_prior=True)
 
 
+def _regression(variant: str) -> Callable[[], Method]:
+    def make() -> Method:
+        from . import regression as r
+        build = r.build_regression_map if variant == "posenet" else r.build_mapnet_map
+        what = ("PoseNet" if variant == "posenet" else
+                "MapNet (plus relative-pose terms between nearby frames)")
+        return Method(variant, build, r.RegressionLocalizer.load, r.PoseRegressionConfig,
+                      f"absolute pose regression: a CNN trained on the map regresses the pose from the image, {what}")
+    return make
+
+
 METHODS: dict[str, Callable[[], Method]] = {
     "structure": _structure,
     "hierarchical": _hierarchical,
     "retrieval-top1": _retrieval("top1"),
     "retrieval-interpolated": _retrieval("interpolated"),
     "tiled": _tiled,
+    "posenet": _regression("posenet"),
+    "mapnet": _regression("mapnet"),
 }
 
 

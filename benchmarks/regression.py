@@ -1,0 +1,198 @@
+"""Absolute pose regression against retrieval and structure-based localization on one
+scene (issue 4; Sattler et al. CVPR 2019, "Understanding the limitations of CNN-based
+absolute camera pose regression"). Their synthetic scene, MapNet trained on 203 vs
+9,412 images: MapNet 1.07 m / 4.70 deg, retrieval 0.89 m / 5.71 deg, structure-based
+0.01 m / 0.04 deg. Prints one Markdown table and writes JSON.
+
+    python benchmarks/regression.py --synthetic 200 [--epochs 30]
+    python benchmarks/regression.py --synthetic 10000 --generate-only
+    python benchmarks/regression.py --scene middlebury_temple/templeRing --methods structure
+
+Pose regression runs once per loss (--losses); methods not registered in this vloc
+are skipped with a message.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import vloc
+from vloc.evaluation import markdown_table, to_json
+from vloc.evaluation.run import evaluate
+
+from scenes import SCENES, default_data, load_scene, write_results
+
+REGRESSION = ("posenet", "mapnet")
+DEFAULT_METHODS = ["posenet", "mapnet", "retrieval-top1", "retrieval-interpolated", "structure"]
+LOSSES = ["hand-tuned", "learned", "reprojection"]
+PAPER = ("Sattler et al. 2019, synthetic: MapNet 1.07 m/4.70°, retrieval 0.89 m/5.71°, "
+         "structure 0.01 m/0.04°")
+
+
+def synthetic_config(n_mapping: int, n_query: int = 50):
+    """The demo room at 160x120 (the demo's 65-degree field of view), n mapping frames
+    on the same two-loop path, so 200 and 10,000 differ only in density."""
+    from vloc.datasets.synthetic import SyntheticConfig
+    return SyntheticConfig(name=f"room_{n_mapping}", width=160, height=120, focal=125.0,
+                           n_mapping=n_mapping, n_query=n_query, seed=0)
+
+
+def synthetic_scene(n_mapping: int, n_query: int, out: Path):
+    from vloc.datasets.synthetic import generate_scene
+    t = time.perf_counter()
+    scene = generate_scene(out / f"room_{n_mapping}", synthetic_config(n_mapping, n_query))
+    print(f"synthetic room, {n_mapping} mapping images: {time.perf_counter() - t:.1f} s "
+          f"(generated or found)", file=sys.stderr, flush=True)
+    return scene
+
+
+def coverage(scene, split: str) -> dict:
+    """How the mapping images cover the scene: spacing along the capture path, the
+    distance (and rotation) from each query to its nearest mapping centre, and the share
+    of a 0.25 m grid over the mapping centres' ground plane (2 widest axes) within 0.25 m."""
+    import numpy as np
+    from scipy.spatial import cKDTree
+    fold = scene.split(split)[0]
+    maps = [f.cam_from_world for f in fold.mapping if f.has_pose]
+    queries = [f.cam_from_world for f in fold.query if f.has_pose]
+    C = np.array([p.center for p in maps])
+    Q = np.array([p.center for p in queries])
+    d, idx = cKDTree(C).query(Q)
+    rot = [np.degrees(np.arccos(np.clip((np.trace(q.R @ maps[i].R.T) - 1) / 2, -1, 1)))
+           for q, i in zip(queries, idx)]
+    axes = np.argsort(-C.std(axis=0))[:2]
+    lo, hi = C[:, axes].min(0), C[:, axes].max(0)
+    cells = np.meshgrid(*(np.arange(a, b + 0.25, 0.25) for a, b in zip(lo, hi)))
+    grid = np.stack(cells, -1).reshape(-1, 2)
+    near = cKDTree(C[:, axes]).query(grid)[0]
+    steps = np.linalg.norm(np.diff(C, axis=0), axis=1)
+    return {"mapping": len(C), "median_step_m": float(np.median(steps)),
+            "query_to_nearest_mapping_m": float(np.median(d)),
+            "query_to_nearest_mapping_deg": float(np.median(rot)),
+            "ground_cells_within_25cm": float(np.mean(near < 0.25)),
+            "distinct_centres_1cm": int(len(np.unique(np.round(C, 2), axis=0)))}
+
+
+def available(method: str) -> bool:
+    from vloc.localizers.registry import METHODS, get_method
+    if method not in METHODS:
+        print(f"skipping {method}: not registered in this vloc", file=sys.stderr)
+        return False
+    try:
+        get_method(method)
+    except Exception as e:       # a family still being written: report, do not stop the others
+        print(f"skipping {method}: {type(e).__name__}: {e}", file=sys.stderr)
+        return False
+    return True
+
+
+def map_config(method: str, loss: str | None, args):
+    from vloc.localizers.registry import get_method
+    cfg = get_method(method).config_type()
+    wanted = {"loss": loss, "epochs": args.epochs, "image_size": args.image_size}
+    fields = cfg.to_dict() if hasattr(cfg, "to_dict") else {}
+    given = {k: v for k, v in wanted.items() if v is not None and k in fields}
+    return type(cfg).from_dict({**fields, **given}) if given else cfg
+
+
+def run_one(scene, split: str, method: str, loss: str | None, args) -> dict:
+    """Evaluate one method (and loss). On a one-fold split the map is kept under
+    <out>/maps/ so that a regression map's base poses can be drawn (--analyze)."""
+    t = time.perf_counter()
+    label = method if loss is None else f"{method} ({loss})"
+    cfg = map_config(method, loss, args)
+    map_dir, build_s, analysis = None, None, None
+    if len(scene.split(split)) == 1:
+        map_dir = args.out / "maps" / scene.name / label.replace(" (", "-").rstrip(")")
+        t_build = time.perf_counter()
+        vloc.build_map(scene, map_dir, cfg, method=method, split=split, overwrite=True, progress=False)
+        build_s = time.perf_counter() - t_build
+    run = evaluate(scene, split, method, cfg, map_dir=map_dir, preset=args.preset, progress=False,
+                   work_dir=args.work)
+    s = run.summary
+    build_s = build_s if build_s is not None else s.get("median_map_seconds")
+    row = {"method": label, "queries": s["queries"], "failures": s["failures"],
+           "median t (m)": _round(s["median_translation_error"], 3),
+           "median r (°)": _round(s["median_rotation_error"], 2),
+           **{f"recall {k}": f"{100 * v:.0f} %" for k, v in s["recall"].items()},
+           "s/query": _round(s["median_seconds"], 4),
+           "train/map s": _round(build_s, 1)}
+    if args.analyze and method in REGRESSION and map_dir is not None:
+        from vloc.learning.analysis import analyze_regression_map
+        png = map_dir.parent / f"{map_dir.name}-base-poses.png"
+        analysis = analyze_regression_map(map_dir, scene, split, png)
+        print(f"base poses: {analysis}", file=sys.stderr, flush=True)
+    print(f"{label}: {row}", file=sys.stderr, flush=True)
+    return {"row": row, "method": method, "loss": loss, "wall_seconds": time.perf_counter() - t,
+            "map_dir": str(map_dir) if map_dir else None, "build_seconds": build_s, "maps": run.maps,
+            "base_poses": analysis, "evaluation": to_json(run.results, s, run.config, {}, run.meta)}
+
+
+def torch_threads(n: int) -> None:
+    """One torch thread: on the shared 2-core machine more only spin (see tests/conftest.py)."""
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(n)
+
+
+def _round(x, digits):
+    return None if x is None else round(float(x), digits)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=default_data())
+    ap.add_argument("--scene", help="a scene of benchmarks/scenes.py (path under --data)")
+    ap.add_argument("--synthetic", type=int, metavar="N", help="the synthetic room with N mapping images")
+    ap.add_argument("--queries", type=int, default=50, help="query frames of the synthetic room")
+    ap.add_argument("--split", help="split (default: the scene's benchmark split, 'official' if synthetic)")
+    ap.add_argument("--methods", nargs="+", default=DEFAULT_METHODS)
+    ap.add_argument("--losses", nargs="+", default=LOSSES, choices=LOSSES)
+    ap.add_argument("--preset", help="recall thresholds (default: outdoor for the synthetic room, "
+                    "whose regression errors are decimetres to metres, else the scene's own)")
+    ap.add_argument("--epochs", type=int, help="pose regression training epochs (default: the config's)")
+    ap.add_argument("--image-size", type=int, help="pose regression input size (default: the config's)")
+    ap.add_argument("--analyze", action="store_true",
+                    help="draw each regression map's base poses (Sattler et al.) beside it")
+    ap.add_argument("--generate-only", action="store_true", help="only render the synthetic scene")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/out/regression"))
+    ap.add_argument("--json", type=Path, help="default: <out>/<scene>.json")
+    args = ap.parse_args(argv)
+    torch_threads(1)
+    if (args.scene is None) == (args.synthetic is None):
+        ap.error("give exactly one of --scene and --synthetic")
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.work = args.out
+    if args.synthetic is not None:
+        scene, split = synthetic_scene(args.synthetic, args.queries, args.out), args.split or "official"
+        args.preset = args.preset or "outdoor"
+        print(f"coverage: {coverage(scene, split)}", file=sys.stderr, flush=True)
+        if args.generate_only:
+            return 0
+    else:
+        known = {rel: sp for rel, sp, _ in SCENES}
+        scene, split = load_scene(args.data, args.scene), args.split or known.get(args.scene, "official")
+    runs = []
+    for method in args.methods:
+        if not available(method):
+            continue
+        for loss in (args.losses if method in REGRESSION else [None]):
+            runs.append(run_one(scene, split, method, loss, args))
+    n_map = sum(len(f.mapping) for f in scene.split(split)[:1])
+    print(f"\n{scene.name}, split {split}: {n_map} mapping images (first fold), "
+          f"{runs[0]['row']['queries'] if runs else 0} queries. Reference: {PAPER}\n")
+    print(markdown_table([r["row"] for r in runs]))
+    path = args.json or args.out / f"{scene.name}.json"
+    write_results(path, {"scene": scene.name, "split": split, "coverage": coverage(scene, split),
+                         "methods": args.methods, "losses": args.losses,
+                         "args": {k: str(v) for k, v in vars(args).items()}},
+                  {"runs": runs})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

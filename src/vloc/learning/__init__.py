@@ -1,0 +1,1 @@
+"""Absolute pose regression (PoseNet, MapNet): networks, losses and CPU training."""

@@ -1,0 +1,63 @@
+"""The pose regression map configuration (also `vloc.localizers.regression`)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from ..configs import check_keys
+from ..errors import VlocError
+from .losses import LOSSES
+from .networks import TRUNKS
+
+
+@dataclass(frozen=True)
+class PoseRegressionConfig:
+    loss: str = "hand-tuned"        # hand-tuned | learned | reprojection
+    beta: float = 3.0               # hand-tuned: weight of the quaternion error (positions normalised)
+    trunk: str = "resnet"           # resnet (from scratch) | aliked (frozen, packaged weights)
+    width: int = 16                 # resnet: channels of the first stage (x2 per stage)
+    feature_dim: int = 256          # F: the fully connected layer before the pose head
+    image_size: int = 128           # longer image side of the network input
+    epochs: int = 60
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    augment: bool = True            # brightness / contrast jitter and small crops
+    holdout_every: int = 10         # every Kth mapping frame is held out for early stopping (0: none)
+    patience: int = 10              # epochs without a better held-out error before stopping
+    mapnet_weight: float = 1.0      # mapnet: weight of the relative-pose terms
+    mapnet_neighbours: int = 3      # mapnet: a frame is paired with one of its k nearest frames
+    pretrain_fraction: float = 0.5  # reprojection: share of the epochs trained with hand-tuned first
+    reprojection_clamp: float = 20.0    # px at image_size: errors above grow as a square root
+    points_per_frame: int = 64      # reprojection: map points per frame (from depth, else virtual)
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise VlocError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.trunk not in TRUNKS:
+            raise VlocError(f"trunk must be one of {', '.join(TRUNKS)}, got {self.trunk!r}")
+        positive = ("width", "feature_dim", "epochs", "batch_size", "points_per_frame", "mapnet_neighbours")
+        for key in positive:
+            if int(getattr(self, key)) < 1:
+                raise VlocError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.image_size < 32:
+            raise VlocError(f"image_size must be >= 32, got {self.image_size}")
+        if not (self.beta >= 0 and self.lr > 0 and self.mapnet_weight >= 0 and self.reprojection_clamp > 0):
+            raise VlocError("beta and mapnet_weight must be >= 0, lr and reprojection_clamp > 0")
+        if not 0 <= self.pretrain_fraction < 1:
+            raise VlocError(f"pretrain_fraction must be in [0, 1), got {self.pretrain_fraction}")
+        if self.holdout_every < 0 or self.patience < 1:
+            raise VlocError("holdout_every must be >= 0 and patience >= 1")
+
+    @property
+    def pretrain_epochs(self) -> int:
+        """Epochs trained with the hand-tuned loss before the reprojection loss."""
+        return round(self.epochs * self.pretrain_fraction) if self.loss == "reprojection" else 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PoseRegressionConfig:
+        check_keys(cls, d, "pose regression map option(s)")
+        return cls(**d)
