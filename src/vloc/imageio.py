@@ -62,3 +62,18 @@ def resize_max(img: np.ndarray, max_size: int) -> np.ndarray:
         return img
     s = max_size / max(h, w)
     return cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+
+
+def read_rgb(image_path, max_size: int, name: str, camera=None, image: np.ndarray | None = None) -> np.ndarray:
+    """A colour image (or the given pixels) at most `max_size` on its longer side,
+    checked against its camera's size."""
+    if image is not None:
+        img, size = resize_max(image, max_size), (image.shape[1], image.shape[0])
+    else:
+        if image_path is None:
+            raise DataError(f"image {name} has no pixels and no path")
+        img, size = read_image(image_path, grayscale=False, max_size=max_size)
+    if camera is not None and (camera.width, camera.height) != size:
+        raise DataError(f"{name}: image {image_path or ''} is {size[0]}x{size[1]} but its camera says "
+                        f"{camera.width}x{camera.height}")
+    return img

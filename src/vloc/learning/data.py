@@ -10,9 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from ..datasets import Frame
-from ..errors import DataError
 from ..geometry import Camera
-from ..imageio import read_image
+from ..imageio import read_rgb
 
 
 def input_size(camera: Camera, image_size: int) -> tuple[int, int]:
@@ -30,17 +29,6 @@ def to_network_input(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     if (x.shape[3], x.shape[2]) != tuple(size):
         x = F.interpolate(x, size=(size[1], size[0]), mode="bilinear", antialias=True, align_corners=False)
     return x
-
-
-def read_frame_image(path, name: str, camera: Camera | None, image_size: int) -> np.ndarray:
-    """Read at most `image_size` on the longer side, checked against the camera."""
-    if path is None:
-        raise DataError(f"image {name} has no path")
-    img, size = read_image(path, grayscale=False, max_size=image_size)
-    if camera is not None and (camera.width, camera.height) != size:
-        raise DataError(f"{name}: image {path} is {size[0]}x{size[1]} but its camera says "
-                        f"{camera.width}x{camera.height}")
-    return img
 
 
 @dataclass
@@ -64,7 +52,7 @@ def load_pose_data(frames: list[Frame], size: tuple[int, int], image_size: int, 
     from ..progress import progress_bar
     images, intr, pts = [], [], []
     for f in progress_bar(frames, "reading images", progress):
-        img = read_frame_image(f.image_path, f.name, f.camera, image_size)
+        img = read_rgb(f.image_path, image_size, f.name, f.camera)
         images.append((to_network_input(img, size)[0] * 255).round().to(torch.uint8))
         sx, sy = size[0] / f.camera.width, size[1] / f.camera.height
         intr.append([f.camera.fx * sx, f.camera.fy * sy, f.camera.cx * sx, f.camera.cy * sy])

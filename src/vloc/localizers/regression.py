@@ -98,8 +98,7 @@ class RegressionLocalizer:
 
     def localize(self, query: Query, prior: Prior | None = None) -> Estimate:
         import torch
-        from ..learning.data import read_frame_image
-        from ..imageio import resize_max
+        from ..imageio import read_rgb, resize_max
         timings: dict[str, float] = {}
         t = time.perf_counter()
         size = max(self.input_size)
@@ -112,7 +111,7 @@ class RegressionLocalizer:
             readable = img.ndim in (2, 3) and img.size and img.dtype in (np.uint8, np.float32, np.float64)
             x = self.preprocess(resize_max(img, size) if readable else img)   # else preprocess says why
         else:
-            x = self.preprocess(read_frame_image(query.image_path, f"query {query.name}", query.camera, size))
+            x = self.preprocess(read_rgb(query.image_path, size, f"query {query.name}", query.camera))
         timings["read"] = time.perf_counter() - t
         t = time.perf_counter()
         with torch.inference_mode():

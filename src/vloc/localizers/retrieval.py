@@ -21,7 +21,7 @@ from ..datasets import Frame
 from ..errors import DataError, MapError, VlocError
 from ..features import make_extractor
 from ..geometry import Pose, interpolate_poses
-from ..imageio import read_image, resize_max
+from ..imageio import read_rgb
 from ..maps.mapdir import atomic_map_dir, write_manifest
 from .base import Estimate, Prior, Query
 from .query_io import extractor_from_manifest, query_features, read_method_manifest
@@ -99,21 +99,6 @@ def _global(cfg: RetrievalMapConfig):
     options.update({f: getattr(cfg, f) for f in _image_options(cfg.global_descriptor)
                     if f != "image_size" or cfg.image_size})
     return make_global(cfg.global_descriptor, **options)
-
-
-def read_rgb(image_path, max_size: int, name: str, camera=None, image: np.ndarray | None = None) -> np.ndarray:
-    """A colour image (or the given pixels) at most `max_size` on its longer side,
-    checked against its camera's size."""
-    if image is not None:
-        img, size = resize_max(image, max_size), (image.shape[1], image.shape[0])
-    else:
-        if image_path is None:
-            raise DataError(f"image {name} has no pixels and no path")
-        img, size = read_image(image_path, grayscale=False, max_size=max_size)
-    if camera is not None and (camera.width, camera.height) != size:
-        raise DataError(f"{name}: image {image_path or ''} is {size[0]}x{size[1]} but its camera says "
-                        f"{camera.width}x{camera.height}")
-    return img
 
 
 def _image_vectors(frames: list[Frame], encoder, progress: bool) -> tuple[np.ndarray, dict, dict]:
