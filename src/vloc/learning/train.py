@@ -47,13 +47,19 @@ def holdout_split(n: int, every: int) -> tuple[np.ndarray, np.ndarray]:
 
 def neighbours(centres: torch.Tensor, quats: torch.Tensor, k: int) -> torch.Tensor:
     """(N, k) for each frame its k nearest other frames (centre distance in units of
-    the spread, plus the quaternion distance: near in space and looking alike)."""
-    c = centres.double()
-    scale = (c - c.mean(0)).norm(dim=1).pow(2).mean().sqrt().clamp_min(1e-9)
-    d = torch.cdist(c, c) / scale + torch.minimum(torch.cdist(quats.double(), quats.double()),
-                                                  torch.cdist(quats.double(), -quats.double()))
-    d.fill_diagonal_(math.inf)
-    return d.topk(min(k, len(c) - 1), largest=False).indices
+    the spread, plus the quaternion distance: near in space and looking alike). The
+    candidates are the 8k nearest centres from a KD-tree (no N x N matrix: 10k frames)."""
+    from scipy.spatial import cKDTree
+    c, q = centres.double().numpy(), quats.double().numpy()
+    scale = max(float(np.sqrt(((c - c.mean(0)) ** 2).sum(1).mean())), 1e-9)
+    k = min(k, len(c) - 1)
+    _, cand = cKDTree(c / scale).query(c / scale, k=min(len(c), 8 * k + 1))
+    cand = cand.reshape(len(c), -1)
+    d = (np.linalg.norm(c[cand] - c[:, None], axis=2) / scale
+         + np.minimum(np.linalg.norm(q[cand] - q[:, None], axis=2), np.linalg.norm(q[cand] + q[:, None], axis=2)))
+    d[cand == np.arange(len(c))[:, None]] = np.inf
+    best = np.take_along_axis(cand, np.argsort(d, axis=1, kind="stable")[:, :k], axis=1)
+    return torch.from_numpy(best.astype(np.int64))
 
 
 class Trainer:
