@@ -59,6 +59,12 @@ class FeatureReader:
         except (OSError, KeyError) as e:
             raise MapError(f"cannot read feature store {self.path}: {e}") from None
 
+    def keypoints(self, name: str) -> np.ndarray:
+        try:
+            return self._group(name)["keypoints"][()]
+        except (OSError, KeyError) as e:
+            raise MapError(f"cannot read feature store {self.path}: {e}") from None
+
     def descriptors(self, name: str) -> np.ndarray:
         try:
             return self._group(name)["descriptors"][()].astype(np.float32)

@@ -66,7 +66,7 @@ def build_hierarchical_map(frames, out: Path, config: MapConfig = MapConfig(), s
             inner = build_map(frames, tmp / "structure", config, source, progress=progress)
         else:
             inner = read_manifest(structure_map, verify="size")
-            shutil.copytree(structure_map, tmp / "structure")
+            shutil.copytree(structure_map, tmp / "structure", copy_function=_link_or_copy)
             source = source or inner.get("source")
         reader = FeatureReader(tmp / "structure" / "features.h5")
         names = reader.names()
@@ -91,6 +91,17 @@ def build_hierarchical_map(frames, out: Path, config: MapConfig = MapConfig(), s
         return write_manifest(tmp, "hierarchical", inner["config"], source or {}, stats)
 
 
+def _link_or_copy(src, dst):
+    """Map files are never changed in place (maps are rewritten whole), so the copy of a
+    structure map can share its files: a hard link, or a copy across file systems."""
+    import os
+    import shutil
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def _vocabulary_sample(reader, names: list[str], total: int) -> list[np.ndarray]:
     """Seeded random descriptors of every image, about `total` in all (all of them on
     small maps): the vocabulary sees the whole map without holding all its features."""
@@ -103,9 +114,16 @@ def image_points_from_model(model_dir: Path) -> dict[str, np.ndarray]:
     the model's, sorted by id), or -1."""
     from .._libs import pycolmap
     rec = pycolmap.Reconstruction(str(model_dir))
-    row = {pid: i for i, pid in enumerate(sorted(rec.points3D))}
-    return {im.name: np.array([row[p.point3D_id] if p.has_point3D() else -1 for p in im.points2D], dtype=np.int64)
-            for im in rec.images.values()}
+    ids = np.array(sorted(rec.points3D), dtype=np.int64)
+    out = {}
+    for im in rec.images.values():              # only observed keypoints touched in Python
+        rows = np.full(im.num_points2D(), -1, dtype=np.int64)
+        idx = np.asarray(im.get_observation_point2D_idxs(), dtype=np.int64)
+        if len(idx):
+            pids = np.array([p.point3D_id for p in im.get_observation_points2D()], dtype=np.int64)
+            rows[idx] = np.searchsorted(ids, pids)
+        out[im.name] = rows
+    return out
 
 
 class LazyFeatures:

@@ -92,6 +92,8 @@ def build_map(frames: list[Frame], out: Path, config: MapConfig = MapConfig(), s
     mode = _points_mode(frames, config)
     if mode in ("triangulate", "depth") and not all(f.has_pose for f in frames):
         raise DataError(f"points={mode} needs a pose for every mapping frame")
+    if mode == "triangulate" and features is None and len(frames) > config.block_images:
+        return _build_blocked(frames, out, config, source, overwrite, progress, save_index)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     extractor = make_extractor(config.features, resize_max=config.resize_max,
@@ -149,12 +151,70 @@ def _timed(timings: dict, key: str, fn):
     return out
 
 
-def _write_pairs(map_dir: Path, frames, matches) -> None:
-    """Verified matches as plain files: pairs.txt and matches.h5 (group per pair)."""
-    with open(map_dir / "pairs.txt", "w") as f:
-        for i, j in matches:
-            f.write(f"{frames[i].name} {frames[j].name}\n")
-    with h5py.File(map_dir / "matches.h5", "w") as h:
+class PairWriter:
+    """Verified matches as plain files: pairs.txt and matches.h5 (a dataset per pair),
+    added block by block."""
+
+    def __init__(self, map_dir: Path, frames):
+        self.frames = frames
+        self.txt = open(map_dir / "pairs.txt", "w")
+        self.h5 = h5py.File(map_dir / "matches.h5", "w")
+
+    def add(self, matches: dict[tuple[int, int], np.ndarray]) -> None:
         for (i, j), m in matches.items():
-            d = h.create_dataset(f"{i}-{j}", data=m.astype(np.uint32))
-            d.attrs["image0"], d.attrs["image1"] = frames[i].name, frames[j].name
+            self.txt.write(f"{self.frames[i].name} {self.frames[j].name}\n")
+            d = self.h5.create_dataset(f"{i}-{j}", data=m.astype(np.uint32))
+            d.attrs["image0"], d.attrs["image1"] = self.frames[i].name, self.frames[j].name
+
+    def close(self) -> None:
+        self.txt.close()
+        self.h5.close()
+
+
+def _write_pairs(map_dir: Path, frames, matches) -> None:
+    writer = PairWriter(map_dir, frames)
+    try:
+        writer.add(matches)
+    finally:
+        writer.close()
+
+
+def _build_blocked(frames, out: Path, config: MapConfig, source, overwrite: bool, progress: bool,
+                   save_index: bool) -> dict:
+    """A known-pose map triangulated block by block (maps/blocked.py); features on disk."""
+    from ..features.store import FeatureReader
+    from .blocked import map_points, model_from_observations, triangulate_blocks
+    from .extract import extract_to_store
+    t0 = time.perf_counter()
+    with atomic_map_dir(out, overwrite) as tmp, tempfile.TemporaryDirectory(dir=tmp.parent) as work:
+        extractor_cfg = extract_to_store(frames, config, tmp / "features.h5", progress)
+        t_feat = time.perf_counter() - t0
+        pairs = select_pairs(frames, config.pairs, config.num_pairs, config.max_pair_angle)
+        writer = PairWriter(tmp, frames)
+        try:
+            obs, info = triangulate_blocks(frames, pairs, tmp / "features.h5", config, Path(work),
+                                           writer.add, progress)
+        finally:
+            writer.close()
+        t = time.perf_counter()
+        reader = FeatureReader(tmp / "features.h5")
+        try:
+            pts = map_points(obs, frames, reader, config.point_descriptors)
+            rec = model_from_observations(frames, obs, reader)
+        finally:
+            reader.close()
+        (tmp / "model").mkdir()
+        rec.write(str(tmp / "model"))
+        reprojection = float(rec.compute_mean_reprojection_error())
+        del rec, obs
+        write_points(tmp / "points.h5", pts)
+        if save_index and len(pts.descriptors) > FLAT_MAX:
+            _save_faiss_index(build_faiss_index(pts.descriptors, "ivf"), tmp / "index.faiss")
+        timings = {"features": t_feat, **info.pop("timings"), "write": time.perf_counter() - t,
+                   "total": time.perf_counter() - t0}
+        stats = {"images": len(frames), "points": len(pts), "descriptors": len(pts.descriptors),
+                 "mean_track_length": float(np.mean(pts.track_length)), "pairs": len(pairs),
+                 "points_mode": "triangulate", **info, "timings": timings,
+                 "mean_reprojection_error": reprojection}
+        return write_manifest(tmp, "structure", {"map": config.to_dict(), "extractor": extractor_cfg},
+                              source or {}, stats)

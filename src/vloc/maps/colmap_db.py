@@ -11,16 +11,21 @@ from ..datasets import Frame
 from ..features import Features
 
 
-def known_pose_reconstruction(frames: list[Frame]):
+def known_pose_reconstruction(frames: list[Frame], keypoints=None):
     """A pycolmap Reconstruction with one camera per distinct Camera and the frames'
-    cam_from_world poses (image ids 1..N in the order of `frames`)."""
+    cam_from_world poses (image ids 1..N in the order of `frames`); `keypoints(frame)`,
+    if given, sets each image's 2D points."""
     rec = pycolmap.Reconstruction()
     cam_ids: dict = {}
     for i, f in enumerate(frames, start=1):
         if f.camera not in cam_ids:
             cam_ids[f.camera] = len(cam_ids) + 1
             rec.add_camera_with_trivial_rig(f.camera.to_pycolmap(cam_ids[f.camera]))
-        image = pycolmap.Image(name=f.name, camera_id=cam_ids[f.camera], image_id=i)
+        if keypoints is None:
+            image = pycolmap.Image(name=f.name, camera_id=cam_ids[f.camera], image_id=i)
+        else:
+            image = pycolmap.Image(name=f.name, keypoints=np.asarray(keypoints(f), np.float64),
+                                   camera_id=cam_ids[f.camera], image_id=i)
         pose = f.cam_from_world if f.cam_from_world is not None else None
         if pose is None:
             rec.add_image_with_trivial_frame(image)

@@ -23,6 +23,8 @@ class MapConfig:
     point_descriptors: str = "all"     # all (one per observation) | mean (one per point)
     two_view_tracks: bool = True       # keep points seen in two images only
     max_depth: float = 0.0             # RGB-D lifting: ignore depth beyond (0 = no limit)
+    block_images: int = 25000          # known-pose maps above this many images are triangulated in
+                                       # spatial blocks (memory bounded by a block; maps/blocked.py)
 
     def __post_init__(self):
         choices = {"pairs": ("auto", "exhaustive", "poses"),
@@ -33,6 +35,8 @@ class MapConfig:
                 raise VlocError(f"map option {key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
         if self.resize_max < 64:
             raise VlocError(f"resize_max must be >= 64, got {self.resize_max}")
+        if self.block_images < 2:
+            raise VlocError(f"block_images must be >= 2, got {self.block_images}")
         if not 0 < self.ratio <= 1:
             raise VlocError(f"ratio must be in (0, 1], got {self.ratio}")
 

@@ -86,3 +86,15 @@ def extract_frames(extractor: LocalExtractor, frames: list[Frame], resize_max: i
                     raise
     bar.close()
     return out
+
+
+def extract_to_store(frames: list[Frame], config, store, progress: bool, chunk: int = 2000) -> dict:
+    """All frames' features (MapConfig's extractor) into an HDF5 store, chunk by chunk
+    (bounded memory). Returns the extractor's config (for the manifest)."""
+    from ..features.store import write_features
+    extractor = make_extractor(config.features, resize_max=config.resize_max,
+                               max_keypoints=config.max_keypoints, **config.feature_options)
+    for start in progress_bar(range(0, len(frames), chunk), "features (chunks)", progress and len(frames) > chunk):
+        feats = extract_frames(extractor, frames[start:start + chunk], config.resize_max, progress)
+        write_features(store, feats, mode="a")
+    return extractor.config_dict()

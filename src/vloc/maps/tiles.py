@@ -23,6 +23,7 @@ from ..errors import MapError, VlocError
 from ..matching.nn import faiss_threads
 from ..progress import progress_bar
 from .config import MapConfig
+from .extract import extract_to_store
 from .mapdir import atomic_map_dir, write_manifest
 from .points import read_points
 
@@ -160,20 +161,6 @@ def write_tile(path: Path, xyz: np.ndarray, desc_point: np.ndarray, index, bound
     return path.stat().st_size
 
 
-def _extract_to_store(frames, config: MapConfig, store: Path, progress: bool, chunk: int = 2000) -> dict:
-    """All frames' features into an HDF5 store, chunk by chunk (bounded memory).
-    Returns the extractor's config (for the manifest)."""
-    from ..features import make_extractor
-    from ..features.store import write_features
-    from .extract import extract_frames
-    extractor = make_extractor(config.features, resize_max=config.resize_max,
-                               max_keypoints=config.max_keypoints, **config.feature_options)
-    for start in progress_bar(range(0, len(frames), chunk), "features (chunks)", progress and len(frames) > chunk):
-        feats = extract_frames(extractor, frames[start:start + chunk], config.resize_max, progress)
-        write_features(store, feats, mode="a")
-    return extractor.config_dict()
-
-
 def _build_tile(job: tuple) -> tuple[str, dict, float, int] | None:
     """One tile, in a worker process: its structure map (in a scratch folder), then its
     points and compressed index written to its tile file. Returns (key, tiles.json
@@ -238,7 +225,7 @@ def build_tiled_map(frames, out: Path, config: TiledMapConfig = TiledMapConfig()
     reproj = []
     with atomic_map_dir(out, overwrite) as tmp, tempfile.TemporaryDirectory(dir=tmp.parent) as work:
         work = Path(work)
-        extractor_cfg = _extract_to_store(frames, base, work / "features.h5", progress)
+        extractor_cfg = extract_to_store(frames, base, work / "features.h5", progress)
         t_feat = time.perf_counter() - t0
         (tmp / "tiles").mkdir()
         jobs = [((i, j), [frames[k] for k in idx], base, config.pq_bytes, grid.bounds(i, j),
