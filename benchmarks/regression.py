@@ -4,12 +4,16 @@ absolute camera pose regression"). Their synthetic scene, MapNet trained on 203 
 9,412 images: MapNet 1.07 m / 4.70 deg, retrieval 0.89 m / 5.71 deg, structure-based
 0.01 m / 0.04 deg. Prints one Markdown table and writes JSON.
 
-    python benchmarks/regression.py --synthetic 200 [--epochs 30]
+    python benchmarks/regression.py --synthetic 200 [--epochs 30] [--betas 0.3 1 3 10 30]
     python benchmarks/regression.py --synthetic 10000 --generate-only
+    python benchmarks/regression.py --synthetic 200 --layout path
     python benchmarks/regression.py --scene middlebury_temple/templeRing --methods structure
 
-Pose regression runs once per loss (--losses); methods not registered in this vloc
-are skipped with a message.
+The synthetic room's mapping images cover its free space (--layout cover, the
+default; the queries are the same for every N) or follow the old two-loop path
+(--layout path). Pose regression runs once per loss (--losses), the hand-tuned loss
+once per weight β of the quaternion error (--betas; default: the config's); methods
+not registered in this vloc are skipped with a message.
 """
 from __future__ import annotations
 
@@ -31,19 +35,22 @@ PAPER = ("Sattler et al. 2019, synthetic: MapNet 1.07 m/4.70°, retrieval 0.89 m
          "structure 0.01 m/0.04°")
 
 
-def synthetic_config(n_mapping: int, n_query: int = 50):
-    """The demo room at 160x120 (the demo's 65-degree field of view), n mapping frames
-    on the same two-loop path, so 200 and 10,000 differ only in density."""
+def synthetic_config(n_mapping: int, n_query: int = 50, layout: str = "cover"):
+    """The demo room at 160x120 (the demo's 65-degree field of view) with n mapping
+    frames. "cover": spread over the free space, the queries the same for every n (as
+    Sattler et al.'s 50x more images covering the scene); "path": all on the same
+    two-loop path with queries near it, so 200 and 10,000 differ only in density."""
     from vloc.datasets.synthetic import SyntheticConfig
-    return SyntheticConfig(name=f"room_{n_mapping}", width=160, height=120, focal=125.0,
-                           n_mapping=n_mapping, n_query=n_query, seed=0)
+    return SyntheticConfig(name=f"room_{layout}_{n_mapping}", width=160, height=120, focal=125.0,
+                           n_mapping=n_mapping, n_query=n_query, seed=0, layout=layout)
 
 
-def synthetic_scene(n_mapping: int, n_query: int, out: Path):
+def synthetic_scene(n_mapping: int, n_query: int, out: Path, layout: str = "cover"):
     from vloc.datasets.synthetic import generate_scene
     t = time.perf_counter()
-    scene = generate_scene(out / f"room_{n_mapping}", synthetic_config(n_mapping, n_query))
-    print(f"synthetic room, {n_mapping} mapping images: {time.perf_counter() - t:.1f} s "
+    config = synthetic_config(n_mapping, n_query, layout)
+    scene = generate_scene(out / config.name, config)
+    print(f"synthetic room ({layout}), {n_mapping} mapping images: {time.perf_counter() - t:.1f} s "
           f"(generated or found)", file=sys.stderr, flush=True)
     return scene
 
@@ -88,24 +95,29 @@ def available(method: str) -> bool:
     return True
 
 
-def map_config(method: str, loss: str | None, args):
+def map_config(method: str, loss: str | None, args, beta: float | None = None):
     from vloc.localizers.registry import get_method
     cfg = get_method(method).config_type()
-    wanted = {"loss": loss, "epochs": args.epochs, "image_size": args.image_size}
+    wanted = {"loss": loss, "beta": beta, "epochs": args.epochs, "image_size": args.image_size}
     fields = cfg.to_dict() if hasattr(cfg, "to_dict") else {}
     given = {k: v for k, v in wanted.items() if v is not None and k in fields}
     return type(cfg).from_dict({**fields, **given}) if given else cfg
 
 
-def run_one(scene, split: str, method: str, loss: str | None, args) -> dict:
-    """Evaluate one method (and loss). On a one-fold split the map is kept under
-    <out>/maps/ so that a regression map's base poses can be drawn (--analyze)."""
+def run_one(scene, split: str, method: str, loss: str | None, args, beta: float | None = None) -> dict:
+    """Evaluate one method (and loss, and β of the hand-tuned loss). On a one-fold split
+    the map is kept under <out>/maps/ so that a regression map's base poses can be drawn
+    (--analyze)."""
     t = time.perf_counter()
-    label = method if loss is None else f"{method} ({loss})"
-    cfg = map_config(method, loss, args)
+    label, name = method, method
+    if loss is not None:
+        label, name = f"{method} ({loss})", f"{method}-{loss}"
+    if beta is not None:
+        label, name = f"{method} ({loss}, β={beta:g})", f"{name}-beta{beta:g}"
+    cfg = map_config(method, loss, args, beta)
     map_dir, build_s, analysis = None, None, None
     if len(scene.split(split)) == 1:
-        map_dir = args.out / "maps" / scene.name / label.replace(" (", "-").rstrip(")")
+        map_dir = args.out / "maps" / scene.name / name
         t_build = time.perf_counter()
         vloc.build_map(scene, map_dir, cfg, method=method, split=split, overwrite=True, progress=False)
         build_s = time.perf_counter() - t_build
@@ -125,8 +137,8 @@ def run_one(scene, split: str, method: str, loss: str | None, args) -> dict:
         analysis = analyze_regression_map(map_dir, scene, split, png)
         print(f"base poses: {analysis}", file=sys.stderr, flush=True)
     print(f"{label}: {row}", file=sys.stderr, flush=True)
-    return {"row": row, "method": method, "loss": loss, "wall_seconds": time.perf_counter() - t,
-            "map_dir": str(map_dir) if map_dir else None, "build_seconds": build_s, "maps": run.maps,
+    return {"row": row, "method": method, "loss": loss, "beta": getattr(cfg, "beta", None) if loss else None,
+            "wall_seconds": time.perf_counter() - t, "map_dir": str(map_dir) if map_dir else None, "build_seconds": build_s, "maps": run.maps,
             "base_poses": analysis, "evaluation": to_json(run.results, s, run.config, {}, run.meta)}
 
 
@@ -143,15 +155,41 @@ def _round(x, digits):
     return None if x is None else round(float(x), digits)
 
 
+def beta_summary(runs: list[dict]) -> list[str]:
+    """Per regression method: the β of the hand-tuned loss with the lowest median
+    position error (and rotation error), beside the learned weighting."""
+    def err(r):
+        t, q = r["row"]["median t (m)"], r["row"]["median r (°)"]
+        return (float("inf") if t is None else t, float("inf") if q is None else q)
+
+    lines = []
+    for method in REGRESSION:
+        tuned = [r for r in runs if r["method"] == method and r["loss"] == "hand-tuned"]
+        if len(tuned) < 2:
+            continue
+        by_t, by_r = min(tuned, key=err), min(tuned, key=lambda r: err(r)[::-1])
+        line = (f"{method}, hand-tuned: best β {by_t['beta']:g} by position ({err(by_t)[0]} m, {err(by_t)[1]}°), "
+                f"{by_r['beta']:g} by rotation ({err(by_r)[0]} m, {err(by_r)[1]}°)")
+        for r in runs:
+            if r["method"] == method and r["loss"] == "learned":
+                line += f"; learned weighting: {err(r)[0]} m, {err(r)[1]}°"
+        lines.append(line)
+    return lines
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=default_data())
     ap.add_argument("--scene", help="a scene of benchmarks/scenes.py (path under --data)")
     ap.add_argument("--synthetic", type=int, metavar="N", help="the synthetic room with N mapping images")
     ap.add_argument("--queries", type=int, default=50, help="query frames of the synthetic room")
+    ap.add_argument("--layout", default="cover", choices=["cover", "path"],
+                    help="synthetic mapping frames over the free space (cover) or on the two-loop path")
     ap.add_argument("--split", help="split (default: the scene's benchmark split, 'official' if synthetic)")
     ap.add_argument("--methods", nargs="+", default=DEFAULT_METHODS)
     ap.add_argument("--losses", nargs="+", default=LOSSES, choices=LOSSES)
+    ap.add_argument("--betas", nargs="+", type=float, metavar="β",
+                    help="hand-tuned loss: one run per weight of the quaternion error (default: the config's)")
     ap.add_argument("--preset", help="recall thresholds (default: outdoor for the synthetic room, "
                     "whose regression errors are decimetres to metres, else the scene's own)")
     ap.add_argument("--epochs", type=int, help="pose regression training epochs (default: the config's)")
@@ -168,7 +206,8 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     args.work = args.out
     if args.synthetic is not None:
-        scene, split = synthetic_scene(args.synthetic, args.queries, args.out), args.split or "official"
+        scene = synthetic_scene(args.synthetic, args.queries, args.out, args.layout)
+        split = args.split or "official"
         args.preset = args.preset or "outdoor"
         print(f"coverage: {coverage(scene, split)}", file=sys.stderr, flush=True)
         if args.generate_only:
@@ -181,14 +220,17 @@ def main(argv=None) -> int:
         if not available(method):
             continue
         for loss in (args.losses if method in REGRESSION else [None]):
-            runs.append(run_one(scene, split, method, loss, args))
+            for beta in (args.betas or [None]) if loss == "hand-tuned" else [None]:
+                runs.append(run_one(scene, split, method, loss, args, beta))
     n_map = sum(len(f.mapping) for f in scene.split(split)[:1])
     print(f"\n{scene.name}, split {split}: {n_map} mapping images (first fold), "
           f"{runs[0]['row']['queries'] if runs else 0} queries. Reference: {PAPER}\n")
     print(markdown_table([r["row"] for r in runs]))
+    for line in beta_summary(runs):
+        print(line)
     path = args.json or args.out / f"{scene.name}.json"
     write_results(path, {"scene": scene.name, "split": split, "coverage": coverage(scene, split),
-                         "methods": args.methods, "losses": args.losses,
+                         "methods": args.methods, "losses": args.losses, "betas": args.betas,
                          "args": {k: str(v) for k, v in vars(args).items()}},
                   {"runs": runs})
     return 0

@@ -19,6 +19,10 @@ World coordinates are metric with z up (the floor of the room is z = 0). Camera
 poses are `cam_from_world` with OpenCV axes, and rays go through pixel centres in
 COLMAP's convention (pixel (i, j) has its centre at (j + 0.5, i + 0.5)).
 
+The mapping frames follow a two-loop path with queries near it (layout "path"),
+or spread over the free space with queries drawn independently of their number
+(layout "cover", `cover_poses`).
+
 `render()` gives an RGB image and the z-depth (along the optical axis, metres) of
 the nearest surface per pixel; `generate_scene()` writes a whole scene (mapping and
 query frames, depth, manifest) that the "synthetic" importer reads back.
@@ -36,14 +40,15 @@ from .generate import (DEPTH_SCALE, MANIFEST, SyntheticConfig, build_world, dept
                        generate_scene, scene_poses)
 from .rendering import EDGE_EPS, NEAR, RENDER_VERSION, raycast, render
 from .textures import PHOTOS, TextureAtlas, load_photo, texture_atlas
-from .trajectory import look_at, pose_from_view, query_poses, room_trajectory
+from .trajectory import cover_poses, look_at, pose_from_view, query_poses, room_trajectory
 from .world import (Block, DirectionalLight, Lighting, PointLight, Quad, World, box_quads, rect,
                     room_world, shade)
 
 __all__ = [
     "PHOTOS", "Block", "CityConfig", "CityWorld", "DirectionalLight", "Lighting", "PointLight",
     "Quad", "Street", "SyntheticConfig", "TextureAtlas", "World", "box_quads", "build_world",
-    "city_mapping_poses", "city_query_poses", "city_scene_poses", "city_world", "generate_city",
+    "city_mapping_poses", "city_query_poses", "city_scene_poses", "city_world", "cover_poses",
+    "generate_city",
     "generate_scene", "load_photo",
     "look_at", "pose_from_view", "query_poses", "raycast", "rect", "render", "room_trajectory",
     "room_world", "scene_poses", "shade", "texture_atlas",

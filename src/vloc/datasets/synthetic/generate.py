@@ -21,7 +21,7 @@ from ..importers import synthetic_format as _fmt
 from ..scene import Scene
 from .rendering import RENDER_VERSION, render
 from .textures import texture_atlas
-from .trajectory import query_poses, room_trajectory
+from .trajectory import cover_poses, query_poses, room_trajectory
 from .world import World, _vec, room_world
 
 __all__ = ["DEPTH_SCALE", "MANIFEST", "SyntheticConfig", "build_world", "depth_to_png",
@@ -44,10 +44,13 @@ class SyntheticConfig:
     n_mapping: int = 48
     n_query: int = 12
     seed: int = 0
-    query_offset: tuple[float, float] = (0.1, 0.5)   # metres from the mapping path (min, max)
-    query_angle: float = 15.0                # degrees, largest rotation off the mapping path
+    query_offset: tuple[float, float] = (0.1, 0.5)   # path layout: metres from the mapping path (min, max)
+    query_angle: float = 15.0                # path layout: degrees, largest rotation off the mapping path
     supersample: int = 1
     texture_size: int = 512
+    # "path": mapping on two loops, queries near them; "cover": mapping and queries
+    # spread over the free space, the queries independent of n_mapping
+    layout: str = "path"
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -62,6 +65,8 @@ class SyntheticConfig:
             raise DataError(f"bad synthetic config: {e}") from None
         if self.world not in _WORLDS:
             raise DataError(f"unknown synthetic world {self.world!r}; known: {', '.join(_WORLDS)}")
+        if self.layout not in _LAYOUTS:
+            raise DataError(f"unknown synthetic layout {self.layout!r}; known: {', '.join(_LAYOUTS)}")
         if self.width < 8 or self.height < 8 or not self.focal > 0:
             raise DataError(f"bad synthetic camera {self.width}x{self.height} f={self.focal}")
         if self.n_mapping < 1 or self.n_query < 0:
@@ -83,6 +88,7 @@ class SyntheticConfig:
 
 
 _WORLDS = {"room": (lambda cfg: room_world(cfg.room_size), room_trajectory)}
+_LAYOUTS = ("path", "cover")
 
 
 def build_world(config: SyntheticConfig) -> World:
@@ -92,9 +98,13 @@ def build_world(config: SyntheticConfig) -> World:
 def _scene_qt(config: SyntheticConfig, world: World) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(role, q_wxyz, t) of every frame: the quaternion written to the manifest is
     the one the rendered pose is built from, so files and renders agree bit for bit."""
-    mapping = _WORLDS[config.world][1](world, config.n_mapping, config.seed)
-    queries = query_poses(world, mapping, config.n_query, config.seed, config.query_offset,
-                          config.query_angle)
+    if config.layout == "cover":        # queries from their own stream: the same for every n_mapping
+        mapping = cover_poses(world, config.n_mapping, config.seed, stream=2)
+        queries = cover_poses(world, config.n_query, config.seed, stream=3)
+    else:
+        mapping = _WORLDS[config.world][1](world, config.n_mapping, config.seed)
+        queries = query_poses(world, mapping, config.n_query, config.seed, config.query_offset,
+                              config.query_angle)
     return [("mapping", p.q, p.t) for p in mapping] + [("query", p.q, p.t) for p in queries]
 
 
@@ -203,4 +213,9 @@ def generate_scene(out_dir, config: SyntheticConfig = SyntheticConfig(), *, over
 
 def _same_scene(root: Path, config: SyntheticConfig) -> bool:
     m = _fmt.read_manifest(root)
-    return m.get("config") == config.to_dict() and m.get("render_version") == RENDER_VERSION
+    stored = m.get("config")
+    try:        # through from_dict: a manifest written before a field existed gets its default
+        same = isinstance(stored, dict) and SyntheticConfig.from_dict(stored) == config
+    except (DataError, TypeError):
+        return False
+    return same and m.get("render_version") == RENDER_VERSION

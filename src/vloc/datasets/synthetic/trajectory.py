@@ -1,5 +1,5 @@
 """Camera poses in the synthetic worlds: views from heading / pitch / roll, the
-mapping path around a room and query poses near it."""
+mapping path around a room and query poses near it, or poses spread over the room."""
 from __future__ import annotations
 
 import math
@@ -10,7 +10,7 @@ from ...errors import DataError
 from ...geometry import Pose
 from .world import World, _unit
 
-__all__ = ["look_at", "pose_from_view", "query_poses", "room_trajectory"]
+__all__ = ["cover_poses", "look_at", "pose_from_view", "query_poses", "room_trajectory"]
 
 def pose_from_view(center, yaw: float, pitch: float = 0.0, roll: float = 0.0) -> Pose:
     """`cam_from_world` of a camera at `center` (z-up world) looking along heading
@@ -61,6 +61,41 @@ def room_trajectory(world: World, n: int, seed: int = 0) -> list[Pose]:
             raise DataError(f"mapping camera {i} at {np.round(center, 2).tolist()} is inside an object; "
                             f"use a larger room")
         poses.append(pose_from_view(center, yaw, pitch, roll))
+    return poses
+
+
+def cover_poses(world: World, n: int, seed: int = 0, stream: int = 2,
+                band: tuple[float, float] = (0.35, 0.7), margin: float = 0.3) -> list[Pose]:
+    """`n` poses spread over the room's free space: one centre per cell of a jittered
+    grid over the floor (`margin` metres from the walls; cells picked at random where
+    the grid has more than `n`, visited row by row in a snake), height within `band`
+    (fractions of the room height), heading uniform, pitch within +-10 deg, roll within
+    +-3 deg. A centre inside an object is redrawn in its cell, then anywhere. Draws
+    depend on (`seed`, `stream`) and `n` only: mapping and queries use other streams."""
+    if world.kind != "room":
+        raise DataError(f"cover_poses needs a room world, got {world.kind!r}")
+    if n < 1:
+        return []
+    lo, hi = np.array(world.free_min), np.array(world.free_max)
+    lo_xy, size = lo[:2] + margin, hi[:2] - lo[:2] - 2 * margin
+    z_lo, z_hi = lo[2] + band[0] * (hi[2] - lo[2]), lo[2] + band[1] * (hi[2] - lo[2])
+    rng = np.random.default_rng([seed, stream])
+    nx = max(1, round(math.sqrt(n * size[0] / size[1])))
+    ny = -(-n // nx)
+    step = size / [nx, ny]
+    rows, cols = np.divmod(np.sort(rng.permutation(nx * ny)[:n]), nx)
+    poses = []
+    for k in np.lexsort((np.where(rows % 2 == 1, -cols, cols), rows)):   # snake order
+        cell = lo_xy + step * [cols[k], rows[k]]
+        for attempt in range(1000):
+            xy = cell + step * rng.uniform(size=2) if attempt < 20 else lo_xy + size * rng.uniform(size=2)
+            center = np.array([*xy, rng.uniform(z_lo, z_hi)])
+            if world.is_free(center, margin)[0]:
+                break
+        else:
+            raise DataError("could not place a camera in free space; use a larger room")
+        yaw, pitch, roll = rng.uniform(0, 2 * np.pi), rng.uniform(-10, 10), rng.uniform(-3, 3)
+        poses.append(pose_from_view(center, yaw, math.radians(pitch), math.radians(roll)))
     return poses
 
 
