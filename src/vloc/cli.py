@@ -21,7 +21,7 @@ def _map_config(args):
     config_type = get_method(args.method).config_type
     overrides = {}
     for key in ("features", "resize_max", "max_keypoints", "pairs", "points", "tile_size", "loss", "beta",
-                "trunk", "epochs"):
+                "trunk", "epochs", "max_minutes"):
         v = getattr(args, key, None)
         if v is not None:
             if key not in config_type.__dataclass_fields__:
@@ -203,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--trunk", choices=["resnet", "aliked"],
                        help="posenet, mapnet: resnet from scratch (default) or frozen pretrained ALIKED features")
         p.add_argument("--epochs", type=int, help="posenet, mapnet: training epochs (default 60)")
+        p.add_argument("--max-minutes", type=float,
+                       help="posenet, mapnet: training time budget in minutes (default: none)")
         p.add_argument("--format", help="dataset format (default: detected)")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 

@@ -122,3 +122,16 @@ def test_aliked_trunk_is_frozen_and_outside_the_state_dict(tiny_room):
     assert not torch.equal(before, tr.model.head.weight)
     assert all(torch.equal(v, tr.model.trunk._net[0].state_dict()[k]) for k, v in frozen.items())
     assert tr.model.features(torch.rand(1, 3, 36, 48)).shape == (1, 16)
+
+
+def test_time_budget_stops_before_an_epoch_that_would_exceed_it(tiny_room, tmp_path):
+    fold = tiny_room.split("official")[0]
+    config = PoseRegressionConfig(epochs=50, max_minutes=1e-6, **TINY)         # 60 us: one epoch, no more
+    tr = _trainer(fold, config, "posenet")
+    tr.fit(tmp_path / "ck.pt", progress=False)
+    assert tr.epoch == 1 and tr.out_of_time and not tr.stopped
+    assert tr.seconds == pytest.approx(tr.history[0]["seconds"]) and tr.seconds > 0
+    again = _trainer(fold, config, "posenet")
+    assert again.load(tmp_path / "ck.pt") and again.seconds == tr.seconds       # the budget spans resumes
+    with pytest.raises(VlocError, match="max_minutes"):
+        PoseRegressionConfig(max_minutes=-1)

@@ -18,6 +18,7 @@ class PoseRegressionConfig:
     feature_dim: int = 256          # F: the fully connected layer before the pose head
     image_size: int = 128           # longer image side of the network input
     epochs: int = 60
+    max_minutes: float = 0.0        # training time budget (0: none): no epoch starts that would exceed it
     batch_size: int = 16
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -46,6 +47,8 @@ class PoseRegressionConfig:
             raise VlocError("beta and mapnet_weight must be >= 0, lr and reprojection_clamp > 0")
         if not 0 <= self.pretrain_fraction < 1:
             raise VlocError(f"pretrain_fraction must be in [0, 1), got {self.pretrain_fraction}")
+        if not self.max_minutes >= 0:
+            raise VlocError(f"max_minutes must be >= 0, got {self.max_minutes}")
         if self.holdout_every < 0 or self.patience < 1:
             raise VlocError("holdout_every must be >= 0 and patience >= 1")
 

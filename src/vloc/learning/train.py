@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +99,8 @@ class Trainer:
         self.best_state: dict = {}
         self.bad_epochs = 0
         self.stopped = False
+        self.out_of_time = False
+        self.seconds = 0.0                                # training time so far (resumes count on)
         self.history: list[dict] = []
 
     # batches ------------------------------------------------------------
@@ -218,10 +221,20 @@ class Trainer:
         then keep the weights of the best held-out epoch."""
         from ..progress import progress_bar
         bar = progress_bar(range(self.epoch, self.config.epochs), f"training {self.variant}", progress)
+        budget = 60 * self.config.max_minutes
         for _ in bar:
             if self.stopped:
                 break
+            # the next epoch is assumed as long as the longest so far
+            longest = max((r.get("seconds", 0.0) for r in self.history), default=0.0)
+            if budget and self.seconds + longest > budget:
+                self.out_of_time = True
+                break
+            t = time.perf_counter()
             loss = self.run_epoch()
+            elapsed = time.perf_counter() - t
+            self.seconds += elapsed
+            self.history[-1]["seconds"] = elapsed
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{loss:.4f}")
             if checkpoint is not None:
@@ -238,7 +251,7 @@ class Trainer:
                 "generator": self.generator.get_state(), "order": self.order, "pos": self.pos,
                 "steps": self.steps, "epoch": self.epoch, "best": self.best, "best_epoch": self.best_epoch,
                 "best_state": self.best_state, "bad_epochs": self.bad_epochs, "stopped": self.stopped,
-                "history": json.dumps(self.history)}
+                "seconds": self.seconds, "history": json.dumps(self.history)}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -250,6 +263,7 @@ class Trainer:
         self.order, self.pos, self.steps, self.epoch = state["order"], state["pos"], state["steps"], state["epoch"]
         self.best, self.best_epoch, self.best_state = state["best"], state["best_epoch"], state["best_state"]
         self.bad_epochs, self.stopped = state["bad_epochs"], state["stopped"]
+        self.seconds = float(state.get("seconds", 0.0))
         self.history = json.loads(state["history"])
 
     def save(self, path: Path, fingerprint: str = "") -> None:

@@ -51,6 +51,7 @@ def build_regression_map(frames: list[Frame], out: Path, config: PoseRegressionC
     stats = {"images": len(frames), "training_images": len(trainer.train_idx),
              "validation_images": len(trainer.val_idx), "epochs": trainer.epoch, "steps": trainer.steps,
              "best_epoch": trainer.best_epoch, "early_stopped": trainer.stopped,
+             "stopped_by_time_budget": trainer.out_of_time, "training_seconds": trainer.seconds,
              "final_loss": last.get("loss"),
              "validation": trainer.evaluate(trainer.val_idx) if len(trainer.val_idx) else None,
              "parameters": sum(p.numel() for p in trainer.model.parameters()),
