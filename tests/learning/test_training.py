@@ -135,3 +135,23 @@ def test_time_budget_stops_before_an_epoch_that_would_exceed_it(tiny_room, tmp_p
     assert again.load(tmp_path / "ck.pt") and again.seconds == tr.seconds       # the budget spans resumes
     with pytest.raises(VlocError, match="max_minutes"):
         PoseRegressionConfig(max_minutes=-1)
+
+
+def test_reprojection_points_without_depth_are_triangulated_on_the_surfaces(tiny_room):
+    from dataclasses import replace
+    from vloc.learning.data import triangulated_points
+    from vloc.maps.depth import read_depth
+    fold = tiny_room.split("official")[0]
+    frames = [replace(f, depth_path=None) for f in fold.mapping]
+    seen = triangulated_points(frames, progress=False)
+    assert sum(len(p) >= 14 for p in seen.values()) >= 20      # 128 x 96: some views see too little
+    f = max(fold.mapping, key=lambda g: len(seen[g.name]))   # its own depth says where the surfaces are
+    pc = f.cam_from_world.transform(seen[f.name])
+    uv = f.camera.project(pc).astype(int)
+    depth = read_depth(f)
+    assert np.median(np.abs(depth[uv[:, 1], uv[:, 0]] - pc[:, 2])) < 0.02
+    some = sorted(frames, key=lambda g: len(seen[g.name]))[-3:]
+    data = load_pose_data(some, input_size(f.camera, 64), 64, 16, progress=False, scene_points=seen)
+    assert data.points.shape == (3, 16, 3)
+    assert all(np.isin(data.points[i, :, 0].numpy(), seen[g.name][:, 0].astype(np.float32)).all()
+               for i, g in enumerate(some))

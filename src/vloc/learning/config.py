@@ -30,7 +30,7 @@ class PoseRegressionConfig:
     mapnet_neighbours: int = 3      # mapnet: a frame is paired with one of its k nearest frames
     pretrain_fraction: float = 0.5  # reprojection: share of the epochs trained with hand-tuned first
     reprojection_clamp: float = 20.0    # px at image_size: errors above grow as a square root
-    points_per_frame: int = 64      # reprojection: map points per frame (from depth, else virtual)
+    points_per_frame: int = 64      # reprojection: points per frame (depth, else triangulated)
 
     def __post_init__(self):
         if self.loss not in LOSSES:

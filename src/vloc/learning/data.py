@@ -45,10 +45,12 @@ class PoseData:
 
 
 def load_pose_data(frames: list[Frame], size: tuple[int, int], image_size: int, points_per_frame: int = 0,
-                   virtual_depth: float = 1.0, progress: bool = True) -> PoseData:
+                   virtual_depth: float = 1.0, progress: bool = True,
+                   scene_points: dict[str, np.ndarray] | None = None) -> PoseData:
     """Read the frames (with poses) at the input `size`; with `points_per_frame`,
-    lift a grid of pixels with the frame's depth (or at `virtual_depth` without
-    depth) into world points."""
+    each frame's points are drawn from `scene_points[name]` (the map points it sees,
+    `triangulated_points`) where given, else a grid of pixels lifted with the frame's
+    depth (or at `virtual_depth` without depth)."""
     from ..progress import progress_bar
     images, intr, pts = [], [], []
     for f in progress_bar(frames, "reading images", progress):
@@ -56,13 +58,33 @@ def load_pose_data(frames: list[Frame], size: tuple[int, int], image_size: int, 
         images.append((to_network_input(img, size)[0] * 255).round().to(torch.uint8))
         sx, sy = size[0] / f.camera.width, size[1] / f.camera.height
         intr.append([f.camera.fx * sx, f.camera.fy * sy, f.camera.cx * sx, f.camera.cy * sy])
-        if points_per_frame:
+        if points_per_frame and scene_points is not None and len(scene_points.get(f.name, ())):
+            seen = scene_points[f.name]
+            pick = np.random.default_rng([len(pts), 7]).choice(len(seen), points_per_frame,
+                                                              replace=len(seen) < points_per_frame)
+            pts.append(seen[np.sort(pick)])
+        elif points_per_frame:
             pts.append(frame_points(f, points_per_frame, virtual_depth))
     centres = np.stack([f.cam_from_world.center for f in frames])
     quats = np.stack([f.cam_from_world.q for f in frames])
     return PoseData(torch.stack(images), torch.tensor(centres, dtype=torch.float32),
                     torch.tensor(quats, dtype=torch.float32), torch.tensor(intr, dtype=torch.float32),
                     torch.tensor(np.stack(pts), dtype=torch.float32) if pts else None, [f.name for f in frames])
+
+
+def triangulated_points(frames: list[Frame], progress: bool = True) -> dict[str, np.ndarray]:
+    """For each frame, the world points it observes in a structure map triangulated from
+    the frames' known poses (vloc's own map builder, in a temporary folder)."""
+    import tempfile
+    from pathlib import Path
+    from .._libs import pycolmap
+    from ..maps.build import build_map
+    from ..maps.config import MapConfig
+    with tempfile.TemporaryDirectory() as tmp:
+        build_map(frames, Path(tmp) / "map", MapConfig(points="triangulate"), progress=progress)
+        rec = pycolmap.Reconstruction(str(Path(tmp) / "map" / "model"))
+    return {im.name: np.array([rec.points3D[p.point3D_id].xyz for p in im.get_observation_points2D()]).reshape(-1, 3)
+            for im in rec.images.values()}
 
 
 def frame_points(frame: Frame, n: int, virtual_depth: float) -> np.ndarray:

@@ -100,6 +100,7 @@ class Trainer:
         self.bad_epochs = 0
         self.stopped = False
         self.out_of_time = False
+        self.points_source: str | None = None             # reprojection: depth | triangulated | virtual plane
         self.seconds = 0.0                                # training time so far (resumes count on)
         self.history: list[dict] = []
 
@@ -306,12 +307,29 @@ def train_pose_regressor(frames, config: PoseRegressionConfig, variant: str = "p
     centres = np.stack([f.cam_from_world.center for f in frames])
     spread = float(np.sqrt(((centres - centres.mean(0)) ** 2).sum(1).mean()))
     points = config.points_per_frame if config.loss == "reprojection" else 0
+    scene_points, source = None, "depth"
+    if points and not all(f.has_depth for f in frames):
+        scene_points, source = _triangulated_or_none(frames, progress)
     data = load_pose_data(frames, input_size(frames[0].camera, config.image_size), config.image_size, points,
-                          virtual_depth=max(spread, 1e-3), progress=progress)
+                          virtual_depth=max(spread, 1e-3), progress=progress, scene_points=scene_points)
     train_idx, val_idx = holdout_split(len(frames), config.holdout_every)
     model = build_model(config, data.centres[train_idx])
     trainer = Trainer(model, data, config, variant, train_idx, val_idx)
+    trainer.points_source = source if points else None
     if checkpoint is not None:
         trainer.load(checkpoint)
     trainer.fit(checkpoint, progress)
     return trainer
+
+
+def _triangulated_or_none(frames, progress: bool) -> tuple[dict | None, str]:
+    """The reprojection loss's points for frames without depth: triangulated from their
+    poses; where that fails (too few matches), a plane at the scene's spread, said so."""
+    from ..errors import MapError
+    from .data import triangulated_points
+    try:
+        return triangulated_points(frames, progress), "triangulated"
+    except (MapError, VlocError) as e:
+        import warnings
+        warnings.warn(f"reprojection loss: no triangulated points ({e}); using a virtual plane", stacklevel=2)
+        return None, "virtual plane"
