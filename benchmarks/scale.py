@@ -44,7 +44,13 @@ def map_config(method: str, args):
 def run_one(scene, n: int, method: str, args, work: Path) -> dict:
     map_dir = work / f"{method}-{n}"
     cfg = map_config(method, args)
-    if not map_dir.exists():
+    structure = work / f"structure-{n}"
+    if not map_dir.exists() and method == "hierarchical" and (structure / "manifest.json").exists():
+        # the direct map of this size is its structure part (linked, not built again)
+        from vloc.localizers.hierarchical import build_hierarchical_map
+        fold = scene.split("official")[0]
+        build_hierarchical_map(list(fold.mapping), map_dir, cfg, structure_map=structure, progress=True)
+    elif not map_dir.exists():
         vloc.build_map(scene, map_dir, cfg, method=method, split="official", progress=True)
     manifest = json.loads((map_dir / "manifest.json").read_text())
     build_s = manifest["stats"]["timings"]["total"]
