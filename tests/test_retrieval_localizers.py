@@ -50,6 +50,20 @@ def test_interpolated_mode_and_evaluation_json(room, retrieval_map, tmp_path):
     assert all(q["success"] for q in doc["queries"])
 
 
+def test_evaluating_a_given_retrieval_map_honours_the_method(room, retrieval_map):
+    """One retrieval map serves both methods: with --map, interpolated must not fall
+    back to top-1 (it once did: the map's manifest says only 'retrieval')."""
+    from vloc.evaluation.run import evaluate
+    runs = {m: evaluate(room, "official", m, map_dir=retrieval_map, progress=False)
+            for m in ("retrieval-top1", "retrieval-interpolated")}
+    top1, interp = ({r.correspondences for r in runs[m].results}            # images used
+                    for m in ("retrieval-top1", "retrieval-interpolated"))
+    assert top1 == {1} and interp == {3}
+    t1 = [r.translation_error for r in runs["retrieval-top1"].results]
+    ti = [r.translation_error for r in runs["retrieval-interpolated"].results]
+    assert sum(abs(a - b) > 1e-6 for a, b in zip(t1, ti)) >= 3
+
+
 def test_map_config_from_toml_and_unknown_option(room, tmp_path, capsys):
     toml = tmp_path / "map.toml"
     toml.write_text('[map]\nglobal_descriptor = "bow"\nresize_max = 640\n')

@@ -18,6 +18,7 @@ def _map_config(args):
     """The map config of the chosen method, from its defaults, a TOML file and flags."""
     import tomllib
     from .localizers.registry import get_method
+    args.method = args.method or "structure"
     config_type = get_method(args.method).config_type
     overrides = {}
     for key in ("features", "resize_max", "max_keypoints", "pairs", "points", "tile_size", "loss", "beta",
@@ -149,6 +150,10 @@ def cmd_evaluate(args) -> int:
         map_dir, data = None, args.paths[0]
     else:
         raise VlocError("usage: vloc evaluate [MAP] DATA --split NAME")
+    if args.method is None and map_dir is not None:        # the map's own method
+        from .maps.mapdir import read_manifest
+        made = read_manifest(map_dir, verify="none").get("method", "structure")
+        args.method = "retrieval-top1" if made == "retrieval" else made
     scene = Scene.load(data, args.format)
     config = _map_config(args)
     run = evaluate(scene, args.split, args.method, config, map_dir=map_dir, preset=args.preset,
@@ -186,9 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     def map_options(p):
-        p.add_argument("--method", default="structure",
-                       help="structure (default), hierarchical, retrieval-top1, retrieval-interpolated, tiled, "
-                            "posenet, mapnet")
+        p.add_argument("--method",
+                       help="structure (default; for evaluate with a map: the map's own), hierarchical, "
+                            "retrieval-top1, retrieval-interpolated, tiled, posenet, mapnet")
         p.add_argument("--config", help="TOML file with map options ([map] table)")
         p.add_argument("--features", help="local features: colmap-sift (default), sift (OpenCV), rootsift, aliked, disk, xfeat")
         p.add_argument("--resize-max", type=int, help="longer image side for features (default 1600)")

@@ -61,7 +61,7 @@ def evaluate(scene: Scene, split: str, method: str = "structure", map_config=Non
     Position priors (GPS-like: the true centre plus Gaussian noise of `prior_noise` per
     axis, seeded) are given to the queries when `prior_radius` is set, and by default
     (radius DEFAULT_PRIOR_RADIUS, no noise) to methods that need one."""
-    from ..localizers.registry import get_method, load_localizer
+    from ..localizers.registry import get_method
     folds = scene.split(split)
     if not any(f.query for f in folds):
         raise DataError(f"split {split!r} of {scene.name} has no query frame")
@@ -87,8 +87,8 @@ def evaluate(scene: Scene, split: str, method: str = "structure", map_config=Non
                              "stats": manifest["stats"],
                              "bytes": sum(f["bytes"] for f in manifest["files"].values())})
                 localizer = m.load(fold_map, localizer_config) if localizer_config else m.load(fold_map)
-            else:
-                localizer = load_localizer(map_dir, localizer_config)
+            else:       # the requested method's loader (retrieval maps serve top1 and interpolated)
+                localizer = m.load(map_dir, localizer_config) if localizer_config else m.load(map_dir)
             queries = [f for f in fold.query if f.has_pose]
             priors = simulated_priors(queries, prior_radius, prior_noise, seed=k) if prior_radius else {}
             for frame in progress_bar(queries, f"{scene.name} {fold.name}", progress):
