@@ -115,12 +115,13 @@ def run_one(scene, split: str, method: str, loss: str | None, args, beta: float 
     if beta is not None:
         label, name = f"{method} ({loss}, β={beta:g})", f"{name}-beta{beta:g}"
     cfg = map_config(method, loss, args, beta)
-    map_dir, build_s, analysis = None, None, None
+    map_dir, build_s, analysis, kept = None, None, None, None
     if len(scene.split(split)) == 1:
         map_dir = args.out / "maps" / scene.name / name
         t_build = time.perf_counter()
-        vloc.build_map(scene, map_dir, cfg, method=method, split=split, overwrite=True, progress=False)
+        built = vloc.build_map(scene, map_dir, cfg, method=method, split=split, overwrite=True, progress=False)
         build_s = time.perf_counter() - t_build
+        kept = built["stats"].get("best_epoch_loss")
     run = evaluate(scene, split, method, cfg, map_dir=map_dir, preset=args.preset, progress=False,
                    work_dir=args.work)
     s = run.summary
@@ -131,6 +132,8 @@ def run_one(scene, split: str, method: str, loss: str | None, args, beta: float 
            **{f"recall {k}": f"{100 * v:.0f} %" for k, v in s["recall"].items()},
            "s/query": _round(s["median_seconds"], 4),
            "train/map s": _round(build_s, 1)}
+    if loss == "reprojection" and kept:          # the held-out best epoch may be a pretraining one
+        row["kept epoch"] = kept
     if args.analyze and method in REGRESSION and map_dir is not None:
         from vloc.learning.analysis import analyze_regression_map
         png = map_dir.parent / f"{map_dir.name}-base-poses.png"

@@ -201,12 +201,14 @@ class Trainer:
         if len(self.val_idx):
             val = self.evaluate(self.val_idx)
             record["validation"] = val
-            if pretraining:                  # early stopping watches the final loss only
-                pass
-            elif val["score"] < self.best:
-                self.best, self.best_epoch, self.bad_epochs = val["score"], self.epoch - 1, 0
+            # the best held-out epoch is kept, pretraining included (the reprojection loss
+            # can drift off from a poor start: a pose far away sees every point in front);
+            # patience counts only epochs of the final loss
+            if val["score"] < self.best:
+                self.best, self.best_epoch = val["score"], self.epoch - 1
                 self.best_state = copy.deepcopy(self.model.state_dict())
-            else:
+                self.bad_epochs = 0
+            elif not pretraining:
                 self.bad_epochs += 1
                 self.stopped = self.bad_epochs >= self.config.patience
         self.history.append(record)

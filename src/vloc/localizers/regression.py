@@ -51,6 +51,7 @@ def build_regression_map(frames: list[Frame], out: Path, config: PoseRegressionC
     stats = {"images": len(frames), "training_images": len(trainer.train_idx),
              "validation_images": len(trainer.val_idx), "epochs": trainer.epoch, "steps": trainer.steps,
              "best_epoch": trainer.best_epoch, "early_stopped": trainer.stopped,
+             "best_epoch_loss": trainer.history[trainer.best_epoch]["phase"] if trainer.best_epoch >= 0 else None,
              "stopped_by_time_budget": trainer.out_of_time,
              "reprojection_points": trainer.points_source, "training_seconds": trainer.seconds,
              "final_loss": last.get("loss"),
