@@ -155,3 +155,15 @@ def test_reprojection_points_without_depth_are_triangulated_on_the_surfaces(tiny
     assert data.points.shape == (3, 16, 3)
     assert all(np.isin(data.points[i, :, 0].numpy(), seen[g.name][:, 0].astype(np.float32)).all()
                for i, g in enumerate(some))
+
+
+def test_learned_weights_have_their_own_step(tiny_room):
+    """s_c, s_r move ~weighting_lr per Adam step (at the network's 1e-3 they would need
+    thousands of steps to leave their start on a small scene)."""
+    fold = tiny_room.split("official")[0]
+    tr = _trainer(fold, PoseRegressionConfig(loss="learned", epochs=3, **TINY), "posenet")
+    groups = tr.optimizer.param_groups
+    assert len(groups) == 2 and groups[1]["lr"] == 1e-2 and groups[1]["weight_decay"] == 0.0
+    for _ in range(15):
+        tr.step()
+    assert tr.weighting.s_r.item() > -3 + 0.1                # rotation errors >> exp(-3): s_r rises

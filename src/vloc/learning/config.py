@@ -21,6 +21,7 @@ class PoseRegressionConfig:
     max_minutes: float = 0.0        # training time budget (0: none): no epoch starts that would exceed it
     batch_size: int = 16
     lr: float = 1e-3
+    weighting_lr: float = 1e-2      # learned loss: Adam step of s_c, s_r (at lr they move <= 1 per 1000 steps)
     weight_decay: float = 1e-4
     seed: int = 0
     augment: bool = True            # brightness / contrast jitter and small crops
@@ -43,8 +44,9 @@ class PoseRegressionConfig:
                 raise VlocError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.image_size < 32:
             raise VlocError(f"image_size must be >= 32, got {self.image_size}")
-        if not (self.beta >= 0 and self.lr > 0 and self.mapnet_weight >= 0 and self.reprojection_clamp > 0):
-            raise VlocError("beta and mapnet_weight must be >= 0, lr and reprojection_clamp > 0")
+        if not (self.beta >= 0 and self.lr > 0 and self.weighting_lr > 0 and self.mapnet_weight >= 0
+                and self.reprojection_clamp > 0):
+            raise VlocError("beta and mapnet_weight must be >= 0, lr, weighting_lr and reprojection_clamp > 0")
         if not 0 <= self.pretrain_fraction < 1:
             raise VlocError(f"pretrain_fraction must be in [0, 1), got {self.pretrain_fraction}")
         if not self.max_minutes >= 0:

@@ -85,10 +85,11 @@ class Trainer:
             local = neighbours(data.centres[self.train_idx], data.quaternions[self.train_idx], config.mapnet_neighbours)
             self.neighbours = torch.zeros(len(data), local.shape[1], dtype=torch.long)   # by frame index
             self.neighbours[self.train_idx] = self.train_idx[local]
-        params = [p for p in model.parameters() if p.requires_grad]
-        for w in (self.weighting, self.relative_weighting):
-            params += list(w.parameters()) if w is not None else []
-        self.optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+        weights = [p for w in (self.weighting, self.relative_weighting) if w is not None for p in w.parameters()]
+        if weights:           # two scalars: their own step, no weight decay (it would pull s to 0)
+            groups.append({"params": weights, "lr": config.weighting_lr, "weight_decay": 0.0})
+        self.optimizer = torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.order = torch.zeros(0, dtype=torch.long)     # this epoch's batch order, consumed from `pos`
         self.pos = 0
