@@ -95,16 +95,17 @@ def available(method: str) -> bool:
     return True
 
 
-def map_config(method: str, loss: str | None, args, beta: float | None = None):
+def map_config(method: str, loss: str | None, args, beta: float | None = None, seed: int | None = None):
     from vloc.localizers.registry import get_method
     cfg = get_method(method).config_type()
-    wanted = {"loss": loss, "beta": beta, "epochs": args.epochs, "max_minutes": args.train_minutes, "image_size": args.image_size}
+    wanted = {"loss": loss, "beta": beta, "seed": seed, "epochs": args.epochs, "max_minutes": args.train_minutes, "image_size": args.image_size}
     fields = cfg.to_dict() if hasattr(cfg, "to_dict") else {}
     given = {k: v for k, v in wanted.items() if v is not None and k in fields}
     return type(cfg).from_dict({**fields, **given}) if given else cfg
 
 
-def run_one(scene, split: str, method: str, loss: str | None, args, beta: float | None = None) -> dict:
+def run_one(scene, split: str, method: str, loss: str | None, args, beta: float | None = None,
+            seed: int | None = None) -> dict:
     """Evaluate one method (and loss, and β of the hand-tuned loss). On a one-fold split
     the map is kept under <out>/maps/ so that a regression map's base poses can be drawn
     (--analyze)."""
@@ -114,7 +115,10 @@ def run_one(scene, split: str, method: str, loss: str | None, args, beta: float 
         label, name = f"{method} ({loss})", f"{method}-{loss}"
     if beta is not None:
         label, name = f"{method} ({loss}, β={beta:g})", f"{name}-beta{beta:g}"
-    cfg = map_config(method, loss, args, beta)
+    if seed is not None:
+        label, name = f"{label[:-1]}, seed {seed})" if label.endswith(")") else f"{label} (seed {seed})", \
+            f"{name}-seed{seed}"
+    cfg = map_config(method, loss, args, beta, seed)
     map_dir, build_s, analysis, kept = None, None, None, None
     if len(scene.split(split)) == 1:
         map_dir = args.out / "maps" / scene.name / name
@@ -140,7 +144,7 @@ def run_one(scene, split: str, method: str, loss: str | None, args, beta: float 
         analysis = analyze_regression_map(map_dir, scene, split, png)
         print(f"base poses: {analysis}", file=sys.stderr, flush=True)
     print(f"{label}: {row}", file=sys.stderr, flush=True)
-    return {"row": row, "method": method, "loss": loss, "beta": getattr(cfg, "beta", None) if loss else None,
+    return {"row": row, "method": method, "loss": loss, "seed": seed, "beta": getattr(cfg, "beta", None) if loss else None,
             "wall_seconds": time.perf_counter() - t, "map_dir": str(map_dir) if map_dir else None, "build_seconds": build_s, "maps": run.maps,
             "base_poses": analysis, "evaluation": to_json(run.results, s, run.config, {}, run.meta)}
 
@@ -160,22 +164,30 @@ def _round(x, digits):
 
 def beta_summary(runs: list[dict]) -> list[str]:
     """Per regression method: the β of the hand-tuned loss with the lowest median
-    position error (and rotation error), beside the learned weighting."""
-    def err(r):
-        t, q = r["row"]["median t (m)"], r["row"]["median r (°)"]
-        return (float("inf") if t is None else t, float("inf") if q is None else q)
+    position error (and rotation error), beside the learned weighting; with several
+    seeds, each median is the mean over the seeds."""
+    import numpy as np
+
+    def err(rs):
+        t = [float("inf") if r["row"]["median t (m)"] is None else r["row"]["median t (m)"] for r in rs]
+        q = [float("inf") if r["row"]["median r (°)"] is None else r["row"]["median r (°)"] for r in rs]
+        return (round(float(np.mean(t)), 3), round(float(np.mean(q)), 2))
 
     lines = []
     for method in REGRESSION:
-        tuned = [r for r in runs if r["method"] == method and r["loss"] == "hand-tuned"]
+        tuned: dict[float, list] = {}
+        for r in runs:
+            if r["method"] == method and r["loss"] == "hand-tuned":
+                tuned.setdefault(r["beta"], []).append(r)
         if len(tuned) < 2:
             continue
-        by_t, by_r = min(tuned, key=err), min(tuned, key=lambda r: err(r)[::-1])
-        line = (f"{method}, hand-tuned: best β {by_t['beta']:g} by position ({err(by_t)[0]} m, {err(by_t)[1]}°), "
-                f"{by_r['beta']:g} by rotation ({err(by_r)[0]} m, {err(by_r)[1]}°)")
-        for r in runs:
-            if r["method"] == method and r["loss"] == "learned":
-                line += f"; learned weighting: {err(r)[0]} m, {err(r)[1]}°"
+        by_t, by_r = min(tuned, key=lambda b: err(tuned[b])), min(tuned, key=lambda b: err(tuned[b])[::-1])
+        seeds = max(len(v) for v in tuned.values())
+        line = (f"{method}, hand-tuned{f' (mean of {seeds} seeds)' if seeds > 1 else ''}: "
+                f"best β {by_t:g} by position {err(tuned[by_t])}, {by_r:g} by rotation {err(tuned[by_r])}")
+        learned = [r for r in runs if r["method"] == method and r["loss"] == "learned"]
+        if learned:
+            line += f"; learned weighting: {err(learned)} (m, °)"
         lines.append(line)
     return lines
 
@@ -193,6 +205,8 @@ def main(argv=None) -> int:
     ap.add_argument("--losses", nargs="+", default=LOSSES, choices=LOSSES)
     ap.add_argument("--betas", nargs="+", type=float, metavar="β",
                     help="hand-tuned loss: one run per weight of the quaternion error (default: the config's)")
+    ap.add_argument("--seeds", nargs="+", type=int, help="pose regression: one training per seed "
+                    "(the β summary then compares means over seeds)")
     ap.add_argument("--preset", help="recall thresholds (default: outdoor for the synthetic room, "
                     "whose regression errors are decimetres to metres, else the scene's own)")
     ap.add_argument("--epochs", type=int, help="pose regression training epochs (default: the config's)")
@@ -225,7 +239,8 @@ def main(argv=None) -> int:
             continue
         for loss in (args.losses if method in REGRESSION else [None]):
             for beta in (args.betas or [None]) if loss == "hand-tuned" else [None]:
-                runs.append(run_one(scene, split, method, loss, args, beta))
+                for seed in (args.seeds or [None]) if method in REGRESSION else [None]:
+                    runs.append(run_one(scene, split, method, loss, args, beta, seed))
     n_map = sum(len(f.mapping) for f in scene.split(split)[:1])
     print(f"\n{scene.name}, split {split}: {n_map} mapping images (first fold), "
           f"{runs[0]['row']['queries'] if runs else 0} queries. Reference: {PAPER}\n")
@@ -235,6 +250,7 @@ def main(argv=None) -> int:
     path = args.json or args.out / f"{scene.name}.json"
     write_results(path, {"scene": scene.name, "split": split, "coverage": coverage(scene, split),
                          "methods": args.methods, "losses": args.losses, "betas": args.betas,
+                         "seeds": args.seeds,
                          "args": {k: str(v) for k, v in vars(args).items()}},
                   {"runs": runs})
     return 0
