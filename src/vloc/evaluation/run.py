@@ -62,6 +62,7 @@ def evaluate(scene: Scene, split: str, method: str = "structure", map_config=Non
     axis, seeded) are given to the queries when `prior_radius` is set, and by default
     (radius DEFAULT_PRIOR_RADIUS, no noise) to methods that need one."""
     from ..localizers.registry import get_method
+    from ..maps.depth import read_depth
     folds = scene.split(split)
     if not any(f.query for f in folds):
         raise DataError(f"split {split!r} of {scene.name} has no query frame")
@@ -92,8 +93,9 @@ def evaluate(scene: Scene, split: str, method: str = "structure", map_config=Non
             queries = [f for f in fold.query if f.has_pose]
             priors = simulated_priors(queries, prior_radius, prior_noise, seed=k) if prior_radius else {}
             for frame in progress_bar(queries, f"{scene.name} {fold.name}", progress):
+                depth = read_depth(frame) if m.uses_depth and frame.has_depth else None
                 q = Query(frame.name, image_path=frame.image_path,
-                          camera=frame.camera if known_intrinsics else None)
+                          camera=frame.camera if known_intrinsics else None, depth=depth)
                 reset_peak_rss()          # peak memory of this query, loaded map included
                 t = time.perf_counter()
                 est = localizer.localize(q, priors.get(frame.name))

@@ -16,6 +16,7 @@ class Method:
     config_type: type      # map config dataclass (from_dict)
     description: str
     uses_prior: bool = False   # the localizer needs a position prior per query
+    uses_depth: bool = False   # the localizer uses the query's depth (RGB-D queries) when there is one
 
 
 def _structure() -> Method:
@@ -63,6 +64,13 @@ def _regression(variant: str) -> Callable[[], Method]:
     return make
 
 
+def _forest() -> Method:
+    from .forest import ForestConfig, ForestLocalizer, build_forest_map
+    return Method("forest", build_forest_map, ForestLocalizer.load, ForestConfig,
+                  "scene coordinate regression forest (RGB-D mapping frames): Kabsch RANSAC with query depth, "
+                  "else PnP", uses_depth=True)
+
+
 METHODS: dict[str, Callable[[], Method]] = {
     "structure": _structure,
     "hierarchical": _hierarchical,
@@ -71,6 +79,7 @@ METHODS: dict[str, Callable[[], Method]] = {
     "tiled": _tiled,
     "posenet": _regression("posenet"),
     "mapnet": _regression("mapnet"),
+    "forest": _forest,
 }
 
 

@@ -1,0 +1,143 @@
+"""Scene coordinate regression forests (Shotton et al. 2013): the map is a forest trained
+on the posed RGB-D mapping frames (`forest_rgbd.npz`) and, unless turned off, a
+colour-only one (`forest_rgb.npz`). A query with depth is localized by 3-point Kabsch
+RANSAC between its camera points and the predicted scene coordinates; a colour-only
+query by PnP (PoseLib) on the colour-only forest's predictions."""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from ..datasets import Frame
+from ..errors import DataError, MapError
+from ..imageio import read_rgb
+from ..maps.mapdir import atomic_map_dir, write_manifest
+from ..scr.config import ForestConfig
+from ..scr.forest import (KINDS, Forest, RGBDFrame, RGBDImages, TrainingSet, camera_points, resize_depth,
+                          sample_pixels, train_forest, working_camera)
+from ..scr.kabsch import pnp_from_candidates, ransac_kabsch
+from .base import Estimate, Prior, Query
+from .query_io import read_method_manifest
+
+__all__ = ["ForestConfig", "ForestLocalizer", "build_forest_map"]
+
+
+def build_forest_map(frames: list[Frame], out: Path, config: ForestConfig = ForestConfig(),
+                     source: dict | None = None, overwrite: bool = False, progress: bool = True) -> dict:
+    """Train the forest(s) on the posed mapping frames (all need registered depth)."""
+    out = Path(out)
+    if out.exists() and not overwrite:                # before training, not after
+        raise MapError(f"output exists: {out} (use --overwrite to replace it)")
+    frames = [f for f in frames if f.has_pose]
+    missing = [f.name for f in frames if not f.has_depth]
+    if missing:
+        raise DataError(f"the forest needs depth in every mapping frame: {len(missing)} of {len(frames)} have "
+                        f"none (e.g. {missing[0]})")
+    t0 = time.perf_counter()
+    data = TrainingSet.read(frames, config.max_size, config.max_depth, progress)
+    timings = {"read": time.perf_counter() - t0}
+    forests = {}
+    for kind in KINDS[:1 + config.rgb_forest]:
+        t = time.perf_counter()
+        forests[kind] = train_forest(data, kind, config, progress)
+        timings[f"train_{kind}"] = time.perf_counter() - t
+    h, w = data.images.colour.shape[1:3]
+    stats = {"images": len(frames), "working_size": [int(w), int(h)],
+             "samples_per_tree": int((data.images.depth > 0).reshape(len(frames), -1).sum(1)
+                                     .clip(max=config.samples_per_frame).sum()),
+             "forests": {k: f.stats() for k, f in forests.items()}, "timings": timings}
+    with atomic_map_dir(out, overwrite) as tmp:
+        for kind, forest in forests.items():
+            forest.save(tmp / f"forest_{kind}.npz")
+        timings["total"] = time.perf_counter() - t0
+        manifest = write_manifest(tmp, "forest", {"map": config.to_dict()}, source or {}, stats)
+    return manifest
+
+
+class ForestLocalizer:
+    """Answers queries from the loaded forests; never changes them (online adaptation
+    is an explicit step: `vloc.scr.LeafAdapter(localizer.forests["rgbd"])`)."""
+
+    def __init__(self, manifest: dict, forests: dict[str, Forest], config: ForestConfig):
+        self.manifest, self.forests, self.config = manifest, forests, config
+
+    @classmethod
+    def load(cls, map_dir, config: ForestConfig | None = None) -> ForestLocalizer:
+        """`config`: query-time options (pixels, RANSAC, PnP) to use instead of the
+        map's; its training options are ignored."""
+        map_dir = Path(map_dir)
+        manifest = read_method_manifest(map_dir, "forest")
+        try:
+            stored = ForestConfig.from_dict(manifest["config"]["map"])
+        except (KeyError, TypeError) as e:
+            raise MapError(f"map {map_dir} has no valid forest config: {e}") from None
+        if config is not None:
+            stored = replace(stored, query_pixels=config.query_pixels, ransac=config.ransac, pnp=config.pnp)
+        forests = {kind: Forest.load(map_dir / f"forest_{kind}.npz") for kind in KINDS
+                   if (map_dir / f"forest_{kind}.npz").is_file()}
+        if "rgbd" not in forests:
+            raise MapError(f"map {map_dir} is incomplete: forest_rgbd.npz is missing")
+        return cls(manifest, forests, stored)
+
+    def read(self, query: Query) -> RGBDFrame:
+        """The query at the forest's working size (depth None for colour-only queries)."""
+        if query.camera is None:
+            raise DataError(f"query {query.name}: the forest needs the query's camera intrinsics")
+        colour = read_rgb(query.image_path, self.config.max_size, f"query {query.name}", query.camera,
+                          image=query.image)
+        if colour.ndim != 3 or colour.shape[2] != 3:
+            raise DataError(f"query {query.name}: the forest needs a colour image, got shape {colour.shape}")
+        depth = None
+        if query.depth is not None:
+            h, w = np.shape(query.depth)[:2] if np.ndim(query.depth) == 2 else colour.shape[:2]
+            if not np.isclose(w / max(h, 1), colour.shape[1] / colour.shape[0], rtol=0.01):
+                raise DataError(f"query {query.name}: depth is {w}x{h}, not of the image's aspect "
+                                f"({query.camera.width}x{query.camera.height})")
+            depth = resize_depth(query.depth, colour.shape[:2], self.config.max_depth)
+        return RGBDFrame(colour, depth, working_camera(query.camera, colour.shape))
+
+    def localize(self, query: Query, prior: Prior | None = None) -> Estimate:
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        frame = self.read(query)
+        timings["read"] = time.perf_counter() - t
+        if frame.depth is not None:
+            return self._rgbd(query, frame, timings)
+        return self._rgb(query, frame, timings)
+
+    def _rgbd(self, query: Query, frame: RGBDFrame, timings: dict) -> Estimate:
+        """3-point Kabsch RANSAC on the pixels with depth."""
+        images = RGBDImages.one(frame)
+        rng = np.random.default_rng(self.config.seed)
+        f, x, y = sample_pixels(images.depth > 0, self.config.query_pixels, rng)
+        if len(x) < 3:
+            return Estimate.failed(f"the query has {len(x)} pixels with valid depth, need >= 3",
+                                   timings=timings, camera=query.camera)
+        t = time.perf_counter()
+        coords, weights = self.forests["rgbd"].predict(images, self.forests["rgbd"].pixels(images, f, x, y))
+        timings["forest"] = time.perf_counter() - t
+        t = time.perf_counter()
+        res = ransac_kabsch(camera_points(frame.depth, frame.camera, x, y), coords, self.config.ransac, weights)
+        timings["ransac"] = time.perf_counter() - t
+        return Estimate(res.cam_from_world, res.num_inliers, len(x), res.reason, timings, query.camera,
+                        {"mode": "rgbd", "hypotheses": res.hypotheses})
+
+    def _rgb(self, query: Query, frame: RGBDFrame, timings: dict) -> Estimate:
+        """PnP (PoseLib LO-RANSAC) on each pixel's strongest mode per tree."""
+        if "rgb" not in self.forests:
+            return Estimate.failed("the query has no depth and this map has no colour-only forest "
+                                   "(built with rgb_forest = false)", timings=timings, camera=query.camera)
+        forest = self.forests["rgb"]
+        images = RGBDImages.one(frame)
+        rng = np.random.default_rng(self.config.seed)
+        f, x, y = sample_pixels(np.ones((1,) + frame.colour.shape[:2], bool), self.config.query_pixels, rng)
+        t = time.perf_counter()
+        coords, _ = forest.predict(images, forest.pixels(images, f, x, y), modes=1)
+        timings["forest"] = time.perf_counter() - t
+        t = time.perf_counter()
+        res, n = pnp_from_candidates(np.c_[x + 0.5, y + 0.5], coords, frame.camera, self.config.pnp)
+        timings["pose"] = time.perf_counter() - t
+        return Estimate(res.cam_from_world, res.num_inliers, n, res.reason, timings, query.camera, {"mode": "rgb"})
