@@ -109,6 +109,14 @@ def test_hierarchical_localization_on_the_synthetic_room(room, tmp_path):
     assert errs[:, 0].max() < 0.05                                       # no wrong success
     with pytest.raises(VlocError, match="'lightglue' needs a map built with aliked .* this map has colmap-sift"):
         HierarchicalLocalizer.load(tmp_path / "h", HierarchicalConfig(matcher="lightglue"))
+    # built around an existing structure map: files linked, hashes taken over, all verifiable
+    from vloc.localizers.hierarchical import build_hierarchical_map
+    from vloc.maps.mapdir import read_manifest
+    build_hierarchical_map(list(fold.mapping), tmp_path / "h2", structure_map=tmp_path / "h" / "structure",
+                           progress=False)
+    assert (tmp_path / "h2" / "structure" / "points.h5").stat().st_ino == \
+        (tmp_path / "h" / "structure" / "points.h5").stat().st_ino
+    assert read_manifest(tmp_path / "h2", verify="sha256")["method"] == "hierarchical"
 
 
 def test_hierarchical_with_lightglue_on_aliked(room, tmp_path, one_torch_thread):

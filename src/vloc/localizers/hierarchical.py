@@ -91,7 +91,8 @@ def build_hierarchical_map(frames, out: Path, config: MapConfig = MapConfig(), s
         total = inner["stats"]["timings"]["total"] + extra    # a copied structure map: its build counts
         stats = {**inner["stats"], "timings": {**inner["stats"]["timings"], "retrieval_and_table": extra,
                                                "total": total}}
-        return write_manifest(tmp, "hierarchical", inner["config"], source or {}, stats)
+        known = {f"structure/{rel}": info for rel, info in inner["files"].items()}   # checked, not rehashed
+        return write_manifest(tmp, "hierarchical", inner["config"], source or {}, stats, known)
 
 
 def _link_or_copy(src, dst):

@@ -49,14 +49,24 @@ def atomic_map_dir(out: Path, overwrite: bool = False):
         raise
 
 
-def write_manifest(map_dir: Path, method: str, config: dict, source: dict, stats: dict) -> dict:
-    files = sorted(p for p in map_dir.rglob("*") if p.is_file() and p.name != MANIFEST)
+def write_manifest(map_dir: Path, method: str, config: dict, source: dict, stats: dict,
+                   known: dict[str, dict] | None = None) -> dict:
+    """`known`: {relative path: {"bytes", "sha256"}} of files copied from a checked map
+    (e.g. a structure map linked into a hierarchical one): not hashed again."""
+    files = sorted(p for p in Path(map_dir).rglob("*") if p.is_file() and p.name != MANIFEST)
+    known = known or {}
+
+    def entry(p: Path) -> dict:
+        rel, size = str(p.relative_to(map_dir)), p.stat().st_size
+        if rel in known and known[rel].get("bytes") == size:
+            return {"bytes": size, "sha256": known[rel]["sha256"]}
+        return {"bytes": size, "sha256": sha256(p)}
+
     manifest = {
         "format": MAP_FORMAT, "version": MAP_VERSION, "method": method,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "config": config, "source": source, "stats": stats,
-        "files": {str(p.relative_to(map_dir)): {"bytes": p.stat().st_size, "sha256": sha256(p)}
-                  for p in files},
+        "files": {str(p.relative_to(map_dir)): entry(p) for p in files},
     }
     (map_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return manifest
