@@ -37,10 +37,19 @@ def scanned_per_query(index) -> float:
     return min(float(index.ntotal), ivf.nprobe * index.ntotal / max(ivf.nlist, 1))
 
 
+def searched_dim(index) -> int:
+    """The dimension the search itself runs in: after a PCA (IndexPreTransform), the
+    inner index's (a 100k-image VLAD search counted at 8192 went to 2 threads: 32 ms
+    against 9 ms on one)."""
+    if isinstance(index, faiss.IndexPreTransform):
+        return int(faiss.downcast_index(index.index).d)
+    return int(index.d)
+
+
 def search(index, query: np.ndarray, k: int):
     """`index.search(query, k)` on one FAISS thread when the work is small."""
     q = np.ascontiguousarray(query, dtype=np.float32)
-    if len(q) * scanned_per_query(index) * index.d > SINGLE_THREAD_MAX_WORK:
+    if len(q) * scanned_per_query(index) * searched_dim(index) > SINGLE_THREAD_MAX_WORK:
         return index.search(q, k)
     with faiss_threads(1):
         return index.search(q, k)
