@@ -13,11 +13,10 @@ import numpy as np
 
 from ..datasets import Frame
 from ..errors import DataError, MapError
-from ..imageio import read_rgb
 from ..maps.mapdir import atomic_map_dir, write_manifest
 from ..scr.config import ForestConfig
-from ..scr.forest import (KINDS, Forest, RGBDFrame, RGBDImages, TrainingSet, camera_points, resize_depth,
-                          sample_pixels, train_forest, working_camera)
+from ..scr.forest import (KINDS, Forest, RGBDFrame, RGBDImages, TrainingSet, camera_points,
+                          sample_pixels, train_forest)
 from ..scr.kabsch import pnp_from_candidates, ransac_kabsch
 from .base import Estimate, Prior, Query
 from .query_io import read_method_manifest
@@ -84,20 +83,8 @@ class ForestLocalizer:
 
     def read(self, query: Query) -> RGBDFrame:
         """The query at the forest's working size (depth None for colour-only queries)."""
-        if query.camera is None:
-            raise DataError(f"query {query.name}: the forest needs the query's camera intrinsics")
-        colour = read_rgb(query.image_path, self.config.max_size, f"query {query.name}", query.camera,
-                          image=query.image)
-        if colour.ndim != 3 or colour.shape[2] != 3:
-            raise DataError(f"query {query.name}: the forest needs a colour image, got shape {colour.shape}")
-        depth = None
-        if query.depth is not None:
-            h, w = np.shape(query.depth)[:2] if np.ndim(query.depth) == 2 else colour.shape[:2]
-            if not np.isclose(w / max(h, 1), colour.shape[1] / colour.shape[0], rtol=0.01):
-                raise DataError(f"query {query.name}: depth is {w}x{h}, not of the image's aspect "
-                                f"({query.camera.width}x{query.camera.height})")
-            depth = resize_depth(query.depth, colour.shape[:2], self.config.max_depth)
-        return RGBDFrame(colour, depth, working_camera(query.camera, colour.shape))
+        from .scr import read_rgbd_query
+        return read_rgbd_query(query, self.config.max_size, self.config.max_depth, "the forest")
 
     def localize(self, query: Query, prior: Prior | None = None) -> Estimate:
         timings: dict[str, float] = {}

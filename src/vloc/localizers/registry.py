@@ -71,6 +71,19 @@ def _forest() -> Method:
                   "else PnP", uses_depth=True)
 
 
+def _scr(dsac: bool) -> Callable[[], Method]:
+    def make() -> Method:
+        from . import scr
+        if dsac:
+            return Method("scr-dsac", scr.build_scr_dsac_map, scr.load_scr_dsac, scr.ScrConfig,
+                          "CNN scene coordinate regression fine-tuned end to end with DSAC: Kabsch RANSAC with "
+                          "query depth, else PnP", uses_depth=True)
+        return Method("scr", scr.build_scr_map, scr.load_scr, scr.ScrConfig,
+                      "CNN scene coordinate regression (frozen ALIKED encoder, head trained on a pixel buffer): "
+                      "Kabsch RANSAC with query depth, else PnP", uses_depth=True)
+    return make
+
+
 METHODS: dict[str, Callable[[], Method]] = {
     "structure": _structure,
     "hierarchical": _hierarchical,
@@ -80,6 +93,8 @@ METHODS: dict[str, Callable[[], Method]] = {
     "posenet": _regression("posenet"),
     "mapnet": _regression("mapnet"),
     "forest": _forest,
+    "scr": _scr(dsac=False),
+    "scr-dsac": _scr(dsac=True),
 }
 
 

@@ -1,5 +1,6 @@
-"""The scene coordinate regression forest's configuration: training, leaves and queries
-(stored in the map's manifest)."""
+"""Configurations of scene coordinate regression (stored in the maps' manifests): the
+regression forest's (training, leaves, queries) and the CNN regressor's (encoder, head,
+training buffer, DSAC fine-tuning, queries)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -8,6 +9,13 @@ from ..configs import check_keys
 from ..errors import VlocError
 from ..estimation import PoseConfig
 from .kabsch import KabschConfig
+
+
+def check_ransac(r: KabschConfig, what: str) -> None:
+    if not (r.inlier_threshold > 0 and min(r.hypotheses, r.max_attempts, r.score_points, r.refine_top) >= 1
+            and r.min_inliers >= 3):
+        raise VlocError(f"{what} ransac: inlier_threshold > 0, hypotheses, max_attempts, score_points, "
+                        "refine_top >= 1 and min_inliers >= 3 are needed")
 
 
 @dataclass(frozen=True)
@@ -46,11 +54,7 @@ class ForestConfig:
             raise VlocError("forest options max_offset and bandwidth must be > 0, max_depth >= 0")
         if not 0 <= self.depth_share <= 1:
             raise VlocError(f"forest option depth_share must be in [0, 1], got {self.depth_share}")
-        r = self.ransac
-        if not (r.inlier_threshold > 0 and min(r.hypotheses, r.max_attempts, r.score_points, r.refine_top) >= 1
-                and r.min_inliers >= 3):
-            raise VlocError("forest ransac: inlier_threshold > 0, hypotheses, max_attempts, score_points, "
-                            "refine_top >= 1 and min_inliers >= 3 are needed")
+        check_ransac(self.ransac, "forest")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,5 +66,104 @@ class ForestConfig:
         for key, typ in (("ransac", KabschConfig), ("pnp", PoseConfig)):
             if isinstance(d.get(key), dict):
                 check_keys(typ, d[key], f"forest {key} option(s)")
+                d[key] = typ(**d[key])
+        return cls(**d)
+
+
+SELECTIONS = ("argmax", "soft-argmax", "probabilistic")
+HEADS = ("prototypes", "mlp")
+
+
+@dataclass(frozen=True)
+class DsacConfig:
+    """End-to-end fine-tuning with DSAC (Brachmann et al. 2017): hypotheses from minimal
+    sets (3-point Kabsch with depth, P3P + Gauss-Newton without), soft inlier scores,
+    a selection and the expected pose loss."""
+    steps: int = 150                   # fine-tuning steps (0: none); a step is `images` mapping images
+    images: int = 4
+    lr: float = 1e-4
+    hypotheses: int = 64               # minimal sets per image
+    threshold_3d: float = 0.1          # metres: soft inlier threshold with depth
+    threshold_px: float = 5.0          # pixels at the working size: soft inlier threshold without depth
+    softness: float = 5.0              # sigmoid(softness * (1 - error / threshold))
+    alpha: float = 0.1                 # selection: softmax(alpha * soft inlier count)
+    selection: str = "probabilistic"   # argmax | soft-argmax | probabilistic
+    refine_steps: int = 2              # weighted refits of each hypothesis on its soft inliers
+    loss_clamp: float = 100.0          # pose loss max(degrees, cm), clamped
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ScrConfig:
+    """The CNN scene coordinate regressor (after ACE, Brachmann et al. 2023): a frozen
+    ALIKED encoder pooled to 1/8 resolution and a regression head of 1x1 layers
+    (prototypes, or ACE's MLP; see scr/cnn.py) trained on a shuffled buffer of the
+    mapping images' cells; DSAC fine-tuning for scr-dsac. Mapping cost at 320 x 240 on
+    one core: ~0.2-0.4 s per frame and pass for the encoder, ~0.1 s per step with
+    16384 prototypes, ~0.2 s per DSAC image."""
+    encoder: str = "aliked-n16"        # frozen ALIKED dense map (packaged weights), 8 x 8 cells
+    max_size: int = 320                # longer image side the network works at
+    max_depth: float = 0.0             # metres: ignore depth beyond (0 = no limit)
+    head: str = "prototypes"           # prototypes | mlp (ACE's; see cnn.py)
+    prototypes: int = 16384            # prototypes head: keys (at most the buffer's first-pass cells)
+    top_k: int = 4                     # ... softmax over the k most similar keys
+    temperature: float = 0.02          # ... initial softmax temperature (learned)
+    head_width: int = 256              # mlp head: channels
+    head_layers: int = 3               # ... hidden 1x1 layers (the middle ones residual)
+    buffer_passes: int = 2             # encoder passes over the mapping images; all but the first
+    augment_scale: float = 1.3         # ... rescale by [1/s, s] and jitter brightness and contrast
+    steps: int = 1500                  # coordinate-loss steps
+    batch_size: int = 2048             # buffer cells per step
+    lr: float = 2e-3                   # Adam, cosine decay to lr / 20
+    weight_decay: float = 0.0
+    # without depth (ACE's reprojection loss): errors above the clamp grow as tanh
+    reprojection_clamp: float = 20.0   # pixels at the working size
+    min_depth: float = 0.1             # metres: nearer (or behind) predictions are pushed to ...
+    default_depth: float = 3.0         # ... the pixel's ray at this depth
+    dsac: DsacConfig = DsacConfig()
+    ransac: KabschConfig = KabschConfig(min_inliers=40)
+    # PnP threshold in px at the working size
+    pnp: PoseConfig = PoseConfig(max_reproj_error=4.0, min_inliers=40)
+    seed: int = 0
+
+    def __post_init__(self):
+        from ..retrieval.dense import MODELS
+        if self.encoder not in MODELS:
+            raise VlocError(f"scr option encoder must be one of {', '.join(MODELS)}, got {self.encoder!r}")
+        if self.head not in HEADS:
+            raise VlocError(f"scr option head must be one of {', '.join(HEADS)}, got {self.head!r}")
+        if not self.temperature > 0:
+            raise VlocError(f"scr option temperature must be > 0, got {self.temperature}")
+        for key in ("prototypes", "top_k", "head_width", "head_layers", "buffer_passes", "batch_size"):
+            if int(getattr(self, key)) < 1:
+                raise VlocError(f"scr option {key} must be >= 1, got {getattr(self, key)}")
+        if self.max_size < 32:
+            raise VlocError(f"scr option max_size must be >= 32, got {self.max_size}")
+        if self.steps < 0 or not (self.lr > 0 and self.weight_decay >= 0 and self.augment_scale >= 1):
+            raise VlocError("scr options: steps >= 0, lr > 0, weight_decay >= 0 and augment_scale >= 1 are needed")
+        if not (self.reprojection_clamp > 0 and 0 < self.min_depth < self.default_depth and self.max_depth >= 0):
+            raise VlocError("scr options: reprojection_clamp > 0, 0 < min_depth < default_depth, max_depth >= 0")
+        d = self.dsac
+        if d.selection not in SELECTIONS:
+            raise VlocError(f"scr dsac selection must be one of {', '.join(SELECTIONS)}, got {d.selection!r}")
+        if d.steps < 0 or d.refine_steps < 0 or min(d.images, d.hypotheses) < 1:
+            raise VlocError("scr dsac: steps, refine_steps >= 0, images, hypotheses >= 1 are needed")
+        if not min(d.lr, d.threshold_3d, d.threshold_px, d.softness, d.alpha, d.loss_clamp) > 0:
+            raise VlocError("scr dsac: lr, threshold_3d, threshold_px, softness, alpha and loss_clamp must be > 0")
+        check_ransac(self.ransac, "scr")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ScrConfig:
+        check_keys(cls, d, "scr map option(s)")
+        d = dict(d)
+        for key, typ in (("dsac", DsacConfig), ("ransac", KabschConfig), ("pnp", PoseConfig)):
+            if isinstance(d.get(key), dict):
+                check_keys(typ, d[key], f"scr {key} option(s)")
                 d[key] = typ(**d[key])
         return cls(**d)
