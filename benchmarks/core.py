@@ -3,6 +3,10 @@ localizer on every scene of ../shared/data that has query ground truth, with the
 reference splits. Prints a Markdown table and writes JSON.
 
     python benchmarks/core.py [--data ../shared/data] [--scenes fountain-P11 ...] [--json out.json]
+
+With `--reference learned` (issue 7) the rows are checked against hloc with
+ALIKED + LightGlue instead: recall >= hloc's, medians <= 1.1x, s/query <= 0.1x; use it
+with a learned feature, e.g. `--features aliked --reference learned`.
 """
 from __future__ import annotations
 
@@ -17,14 +21,25 @@ from vloc.estimation import PoseConfig
 from vloc.localizers.structure import StructureConfig
 from vloc.maps.config import MapConfig
 
-from scenes import SCENES, default_data, load_scene, write_results
+from scenes import LEARNED_REFERENCE, SCENES, default_data, load_scene, write_results
 
 def headline_recall(summary: dict, relative: bool) -> float:
     key = "1%/5°" if relative else "5cm/5°"
     return summary["recall"].get(key, float("nan"))
 
 
-def run_scene(data: Path, rel: str, split: str, ref, config: MapConfig, loc_config: StructureConfig) -> dict:
+def learned_checks(s: dict, med_t: float, ref) -> dict:
+    """Issue 7's figures against hloc with ALIKED + LightGlue."""
+    return {
+        "recall >= hloc": headline_recall(s, False) >= ref[2] - 1e-9,
+        "t <= 1.1x hloc": med_t <= 1.1 * ref[0],
+        "r <= 1.1x hloc": s["median_rotation_error"] <= 1.1 * ref[1],
+        "s/query <= 0.1x hloc": s["median_seconds"] <= 0.1 * ref[3],
+    }
+
+
+def run_scene(data: Path, rel: str, split: str, ref, config: MapConfig, loc_config: StructureConfig,
+              learned_ref=None) -> dict:
     scene = load_scene(data, rel)
     t = time.perf_counter()
     run = evaluate(scene, split, "structure", config, localizer_config=loc_config, progress=False)
@@ -50,6 +65,10 @@ def run_scene(data: Path, rel: str, split: str, ref, config: MapConfig, loc_conf
         or s["median_seconds"] < 0.25,
         "s/map <= 0.5x hloc": s.get("median_map_seconds", 0) <= 0.5 * ref[4],
     }
+    if learned_ref is not None:
+        checks = learned_checks(s, med_t, learned_ref)
+        row.update({"hloc t": learned_ref[0], "hloc r": learned_ref[1], "hloc s/q": learned_ref[3]})
+        row.pop("hloc s/map")
     row["pass"] = "yes" if all(checks.values()) else "NO: " + ", ".join(k for k, v in checks.items() if not v)
     doc = to_json(run.results, s, run.config, {}, run.meta)
     return {"row": row, "checks": checks, "evaluation": doc, "maps": run.maps,
@@ -65,6 +84,9 @@ def main(argv=None) -> int:
     ap.add_argument("--refine-loss", default=PoseConfig.refine_loss, help="PoseLib refinement loss")
     ap.add_argument("--map", nargs="*", default=[], metavar="KEY=VALUE",
                     help="other map options, e.g. point_descriptors=mean resize_max=1024")
+    ap.add_argument("--reference", choices=["core", "learned"], default="core",
+                    help="figures to check: issue 2's hloc (SIFT) or issue 7's hloc with ALIKED + LightGlue; "
+                         "'learned' runs only the scenes that have that reference")
     args = ap.parse_args(argv)
     extra = {}
     for kv in args.map:
@@ -76,7 +98,10 @@ def main(argv=None) -> int:
     for rel, split, ref in SCENES:
         if args.scenes and not any(s in rel for s in args.scenes):
             continue
-        r = run_scene(args.data, rel, split, ref, config, loc_config)
+        learned_ref = LEARNED_REFERENCE.get(rel) if args.reference == "learned" else None
+        if args.reference == "learned" and learned_ref is None:
+            continue
+        r = run_scene(args.data, rel, split, ref, config, loc_config, learned_ref)
         rows.append(r["row"])
         out.append(r)
         print(f"{rel}: {r['row']}", file=sys.stderr, flush=True)

@@ -26,6 +26,19 @@ SCENES = [
 ]
 SYNTHETIC = "synthetic_room (vloc demo)"
 
+# issue 7's reference: hloc with ALIKED-n16 + LightGlue (resize_max 1024, each query
+# matched against every map image) on this machine kind, same splits. Per scene:
+# (median t cm, median r deg, recall 5cm/5deg, s/query). vloc with a learned feature
+# must reach the recall, medians <= 1.1x and s/query <= 0.1x of these.
+LEARNED_REFERENCE = {
+    "strecha/fountain-P11": (0.27, 0.022, 1.00, 58.4),
+    "strecha/Herz-Jesus-P8": (0.47, 0.022, 1.00, 33.7),
+    "middlebury_temple/templeRing": (0.08, 0.069, 1.00, 7.7),
+    "middlebury_temple/templeSparseRing": (0.14, 0.141, 0.75, 10.4),
+    "tum_fr3_long_office_household": (0.58, 0.293, 1.00, 12.6),
+    "virtual_gallery_tutorial": (0.35, 0.063, 1.00, 15.4),
+}
+
 
 def default_data() -> Path:
     return Path(__file__).resolve().parents[2] / "shared" / "data"
