@@ -1,5 +1,5 @@
 """Local feature extractors behind one interface (SIFT variants; ALIKED, DISK, XFeat
-through kornia), and the HDF5 feature store."""
+through kornia; SuperPoint with weights a user gives), and the HDF5 feature store."""
 from __future__ import annotations
 
 from .base import Features, LocalExtractor
@@ -17,7 +17,13 @@ LOCAL_FEATURES = {
     "aliked": lambda **kw: Aliked(AlikedConfig(**kw)),
     "disk": lambda **kw: Disk(DiskConfig(**kw)),
     "xfeat": lambda **kw: XFeat(XFeatConfig(**kw)),
+    "superpoint": lambda **kw: _superpoint(**kw),    # needs weights=PATH (none ship with vloc)
 }
+
+
+def _superpoint(**kw):
+    from .superpoint import make
+    return make(**kw)
 
 
 def make_extractor(name: str, **overrides) -> LocalExtractor:

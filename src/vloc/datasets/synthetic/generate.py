@@ -8,7 +8,7 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ from ...errors import DataError
 from ...geometry import Camera, Pose
 from ..importers import synthetic_format as _fmt
 from ..scene import Scene
+from .conditions import CONDITION_NAMES, CONDITION_VERSION, render_condition
 from .rendering import RENDER_VERSION, render
 from .textures import texture_atlas
 from .trajectory import cover_poses, query_poses, room_trajectory
@@ -51,6 +52,9 @@ class SyntheticConfig:
     # "path": mapping on two loops, queries near them; "cover": mapping and queries
     # spread over the free space, the queries independent of n_mapping
     layout: str = "path"
+    # appearance of the query frames (conditions.py: day, low-sun, dusk, night, season,
+    # noise-blur); mapping frames are always rendered by day. Same geometry and depth.
+    condition: str = "day"
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -67,6 +71,8 @@ class SyntheticConfig:
             raise DataError(f"unknown synthetic world {self.world!r}; known: {', '.join(_WORLDS)}")
         if self.layout not in _LAYOUTS:
             raise DataError(f"unknown synthetic layout {self.layout!r}; known: {', '.join(_LAYOUTS)}")
+        if self.condition not in CONDITION_NAMES:
+            raise DataError(f"unknown synthetic condition {self.condition!r}; known: {', '.join(CONDITION_NAMES)}")
         if self.width < 8 or self.height < 8 or not self.focal > 0:
             raise DataError(f"bad synthetic camera {self.width}x{self.height} f={self.focal}")
         if self.n_mapping < 1 or self.n_query < 0:
@@ -79,6 +85,8 @@ class SyntheticConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        if d["condition"] == "day":     # manifests of day scenes stay as they were
+            del d["condition"]
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod
@@ -132,7 +140,7 @@ def depth_to_png(depth: np.ndarray) -> np.ndarray:
 
 
 def generate_scene(out_dir, config: SyntheticConfig = SyntheticConfig(), *, overwrite: bool = False,
-                   progress: bool | None = None) -> Scene:
+                   progress: bool | None = None, mapping_from=None) -> Scene:
     """Render the scene of `config` into `out_dir` and return it (via the importer).
 
     Writes `mapping/NNNN.png`, `query/NNNN.png` (RGB), `depth/<same>` (16-bit PNG,
@@ -140,7 +148,10 @@ def generate_scene(out_dir, config: SyntheticConfig = SyntheticConfig(), *, over
     a temporary folder beside `out_dir` and renamed into place at the end. If
     `out_dir` already holds the scene of the same config it is returned as is; a
     different or foreign `out_dir` is an error unless `overwrite`. `progress`:
-    tqdm bar (default: when stderr is a terminal)."""
+    tqdm bar (default: when stderr is a terminal). Query frames are rendered under
+    `config.condition` (seeded by `config.seed` and the query's index), mapping frames
+    by day. `mapping_from`: a scene of the same config but another condition whose
+    mapping frames (identical) are copied instead of rendered."""
     out_dir = Path(out_dir)
     if not isinstance(config, SyntheticConfig):
         raise DataError(f"config must be a SyntheticConfig, got {type(config).__name__}")
@@ -157,27 +168,38 @@ def generate_scene(out_dir, config: SyntheticConfig = SyntheticConfig(), *, over
     jobs, count = [], {}
     for role, q, t in _scene_qt(config, world):
         count[role] = count.get(role, -1) + 1
-        jobs.append((f"{role}/{count[role]:04d}.png", role, q, t))
+        jobs.append((f"{role}/{count[role]:04d}.png", role, q, t, count[role]))
     texture_atlas(world.textures, config.texture_size)   # load the photos before the progress bar
+    reuse = _reusable_mapping(mapping_from, config)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
         from tqdm import tqdm
         show = sys.stderr.isatty() if progress is None else bool(progress)
         records = []
-        for name, role, q, t in tqdm(jobs, desc=f"rendering {config.name}", unit="frame",
+        for name, role, q, t, index in tqdm(jobs, desc=f"rendering {config.name}", unit="frame",
                                      disable=not show or len(jobs) < 2, leave=False):
             pose = Pose.from_qt(q, t)
-            rgb, depth = render(world, camera, pose, supersample=config.supersample,
-                                texture_size=config.texture_size)
-            _write_png(tmp / name, rgb)
-            _write_png(tmp / "depth" / name, depth_to_png(depth))
+            if role == "mapping" and name in reuse:
+                _link_or_copy(reuse[name][0], tmp / name)
+                _link_or_copy(reuse[name][1], tmp / "depth" / name)
+            else:
+                if role == "query" and config.condition != "day":
+                    rgb, depth = render_condition(world, camera, pose, config.condition, seed=config.seed,
+                                                  frame=index, supersample=config.supersample,
+                                                  texture_size=config.texture_size)
+                else:
+                    rgb, depth = render(world, camera, pose, supersample=config.supersample,
+                                        texture_size=config.texture_size)
+                _write_png(tmp / name, rgb)
+                _write_png(tmp / "depth" / name, depth_to_png(depth))
             records.append({"name": name, "image": name, "depth": f"depth/{name}", "role": role,
                             "cam_from_world": {"qvec_wxyz": q.tolist(), "t": t.tolist()}})
         manifest = {
             "format": _fmt.FORMAT_TAG, "version": _fmt.FORMAT_VERSION,
             "generator": "vloc.datasets.synthetic",
             "render_version": RENDER_VERSION,
+            **({"condition_version": CONDITION_VERSION} if config.condition != "day" else {}),
             "config": config.to_dict(),
             "camera": {"model": camera.model, "width": camera.width, "height": camera.height,
                        "params": list(camera.params)},
@@ -211,11 +233,46 @@ def generate_scene(out_dir, config: SyntheticConfig = SyntheticConfig(), *, over
     return _fmt.load(out_dir)
 
 
+def _reusable_mapping(source, config: SyntheticConfig) -> dict[str, tuple[Path, Path]]:
+    """{mapping frame name: (image, depth) paths} of the scene at `source` when it was made by
+    the same renderer from `config` but for its condition; else {}."""
+    if source is None:
+        return {}
+    source = Path(source)
+    if not (source / MANIFEST).is_file():
+        return {}
+    m = _fmt.read_manifest(source)
+    try:
+        stored = SyntheticConfig.from_dict(m.get("config"))
+    except (DataError, TypeError, AttributeError):
+        return {}
+    if m.get("render_version") != RENDER_VERSION or replace(stored, condition=config.condition) != config:
+        return {}
+    out = {}
+    for fr in m.get("frames", []):
+        if fr.get("role") != "mapping" or not fr.get("depth"):
+            continue
+        img, depth = source / fr["image"], source / fr["depth"]
+        if img.is_file() and depth.is_file():
+            out[fr["name"]] = (img, depth)
+    return out
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
 def _same_scene(root: Path, config: SyntheticConfig) -> bool:
     m = _fmt.read_manifest(root)
     stored = m.get("config")
     try:        # through from_dict: a manifest written before a field existed gets its default
         same = isinstance(stored, dict) and SyntheticConfig.from_dict(stored) == config
     except (DataError, TypeError):
+        return False
+    if config.condition != "day" and m.get("condition_version") != CONDITION_VERSION:
         return False
     return same and m.get("render_version") == RENDER_VERSION

@@ -280,6 +280,8 @@ def _shade_pixels(world: World, camera: Camera, pose: Pose, qid: np.ndarray,
         albedo = _sample(atlas, X, Y, lod, _tiles(quad, atlas, X, Y))
         if quad.tint != (1.0, 1.0, 1.0):
             albedo *= np.asarray(quad.tint, np.float32)
+        if world.albedo_hook is not None:         # appearance conditions (conditions.py)
+            albedo = world.albedo_hook(quad, albedo, X, Y)
         points = None
         if point_lights:
             points = np.asarray(quad.origin) + s[:, None] * np.asarray(quad.u_edge) \

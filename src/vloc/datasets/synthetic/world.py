@@ -218,6 +218,9 @@ class World:
     kind: str = "custom"
     view_distance: float = math.inf
     fog: tuple[float, float] | None = None
+    # appearance conditions (conditions.py): albedo_hook(quad, albedo (M, 3) float32, X, Y)
+    # -> albedo, with X, Y the level-0 texel coordinates of the samples; None: unchanged
+    albedo_hook: object = None
 
     def __post_init__(self):
         object.__setattr__(self, "quads", tuple(self.quads))
@@ -257,6 +260,10 @@ class World:
 
     def with_lighting(self, lighting: Lighting) -> World:
         return replace(self, lighting=lighting)
+
+    def with_albedo_hook(self, hook) -> World:
+        """The same geometry with another surface appearance (see `albedo_hook`)."""
+        return replace(self, albedo_hook=hook)
 
 
 def room_world(size=(10.0, 8.0, 3.0), *, objects: bool = True, texel: float = 0.003) -> World:
