@@ -173,6 +173,37 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_privacy(args) -> int:
+    from .evaluation import markdown_table
+    from .lines.attack import AttackConfig
+    from .lines.privacy import run_privacy, study_table
+    if args.data is None and args.structure_map is None:
+        raise VlocError("give a dataset (DATA --split NAME) or --structure-map MAP")
+    if args.data is not None and args.split is None:
+        raise VlocError("--split is needed with a dataset (its mapping frames make the map, its queries are "
+                        "localized)")
+    map_config = None
+    if args.structure_map is None:
+        args.method = "structure"
+        map_config = _map_config(args)
+    doc = run_privacy(Path(args.output), data=args.data, split=args.split or "all", fold=args.fold,
+                      structure_map=args.structure_map, map_config=map_config, sparsities=args.sparsity,
+                      lifting=args.lifting, seed=args.seed, keep=args.keep,
+                      attack=AttackConfig(neighbours=args.neighbours), max_queries=args.max_queries,
+                      overwrite=args.overwrite, progress=not args.quiet)
+    leak = doc["leak_check"]
+    stored = ("no 3D point stored" if leak["matches"] == 0 and not leak["model"] else
+              f"TRUE POINTS FOUND IN THE MAP ({leak['matches']} values{', a COLMAP model' if leak['model'] else ''})")
+    print(f"line-cloud map written to {doc['map']}: {doc['lines']} lines ({doc['lifting']} lifting) from "
+          f"{doc['points']} points; {stored} (checked {leak['values_checked']} values in {leak['arrays']} arrays)")
+    if not doc["queries"]:
+        print("no query with a pose in this split: localization not measured")
+    print(markdown_table(study_table(doc["sparsity"], doc["scene_scale"], doc["preset"] == "relative",
+                                     doc["metric"] is not False)))
+    print(f"JSON: {Path(args.output) / 'privacy.json'}  plot: {Path(args.output) / 'privacy.png'}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
     return run_demo(out=args.out, quick=args.quick, progress=not args.quiet)
@@ -193,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     def map_options(p):
         p.add_argument("--method",
                        help="structure (default; for evaluate with a map: the map's own), hierarchical, "
-                            "retrieval-top1, retrieval-interpolated, tiled, posenet, mapnet")
+                            "retrieval-top1, retrieval-interpolated, tiled, posenet, mapnet, lines")
         p.add_argument("--config", help="TOML file with map options ([map] table)")
         p.add_argument("--features", help="local features: colmap-sift (default), sift (OpenCV), rootsift, aliked, disk, xfeat")
         p.add_argument("--resize-max", type=int, help="longer image side for features (default 1600)")
@@ -248,6 +279,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GPS-like noise added to the prior centres (std per axis, map units; seeded)")
     map_options(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("privacy", help="make a line-cloud map (privacy-preserving), run the attack that "
+                       "recovers its points and localize the split's queries, at several sparsities")
+    p.add_argument("data", nargs="?", help="dataset (its split's mapping frames make the map)")
+    p.add_argument("-o", "--output", required=True,
+                   help="folder for the line-cloud map (lines/), privacy.json and privacy.png")
+    p.add_argument("--split", help="split of DATA (required with DATA)")
+    p.add_argument("--fold", type=int, default=0, help="fold of the split (leave-one-out)")
+    p.add_argument("--structure-map", help="lift this structure map instead of building one "
+                   "(with DATA --split: its queries are localized)")
+    p.add_argument("--sparsity", type=float, nargs="+", default=[100, 50, 25, 10, 5, 1],
+                   help="percentages of the lines kept (default: 100 50 25 10 5 1)")
+    p.add_argument("--lifting", choices=["random", "paired"], default="random",
+                   help="one random line per point, or one line through two random points")
+    p.add_argument("--keep", type=float, default=1.0, help="fraction of the points lifted into the written map")
+    p.add_argument("--seed", type=int, default=0, help="directions, pairing and sparsification")
+    p.add_argument("--neighbours", type=int, default=0,
+                   help="attack: nearest lines per line (default 0: 5 %% of the lines, 20 to 500)")
+    p.add_argument("--max-queries", type=int, help="localize at most this many queries")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--config", help="TOML file with map options ([map] table)")
+    p.add_argument("--features", help="local features (default colmap-sift)")
+    p.add_argument("--resize-max", type=int, help="longer image side for features (default 1600)")
+    p.add_argument("--max-keypoints", type=int, help="keypoints per image (default 8192)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_privacy)
 
     p = sub.add_parser("demo", help="build a map of the embedded synthetic scene, localize its queries, "
                        "print the evaluation")

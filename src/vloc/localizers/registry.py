@@ -84,6 +84,13 @@ def _scr(dsac: bool) -> Callable[[], Method]:
     return make
 
 
+def _lines() -> Method:
+    from .lines import LineCloudLocalizer, LineMapConfig, build_lines_map
+    return Method("lines", build_lines_map, LineCloudLocalizer.load, LineMapConfig,
+                  "privacy-preserving line cloud (points lifted to random lines): 2D-3D line matching, "
+                  "6-point generalized solver in LO-RANSAC")
+
+
 METHODS: dict[str, Callable[[], Method]] = {
     "structure": _structure,
     "hierarchical": _hierarchical,
@@ -95,6 +102,7 @@ METHODS: dict[str, Callable[[], Method]] = {
     "forest": _forest,
     "scr": _scr(dsac=False),
     "scr-dsac": _scr(dsac=True),
+    "lines": _lines,
 }
 
 
