@@ -53,6 +53,27 @@ def test_best_split_respects_min_leaf_and_gain():
     assert best_split(np.arange(20.0)[None], np.ones((20, 3))) is None        # nothing to reduce
 
 
+def test_best_split_is_the_best_of_every_threshold_by_hand():
+    """Against every split of every feature computed with numpy's covariance: ties
+    (integer colour differences) are never split, and both children keep min_leaf."""
+    rng = np.random.default_rng(1)
+    coords = rng.normal(size=(40, 3)) * [1, 0.5, 2]
+    responses = np.stack([rng.integers(-3, 4, 40), rng.normal(size=40), coords[:, 0] + rng.normal(0, 0.5, 40)])
+    responses = responses.astype(np.float32)
+    for min_leaf in (1, 10, 18):              # the best split by feature 1, 2, and 2 at another threshold
+        by_hand = []
+        for f, r in enumerate(responses):
+            values = np.unique(r)
+            for threshold in (values[1:] + values[:-1]) / 2:
+                left = r < threshold
+                if min(left.sum(), (~left).sum()) >= min_leaf:
+                    by_hand.append((hand_spread(coords[left]) + hand_spread(coords[~left]), f, threshold))
+        cost, f, threshold = min(by_hand)
+        got = best_split(responses, coords, min_leaf)
+        assert got[0] == f and np.isclose(got[1], threshold) and np.isclose(got[2], cost)
+        assert np.isclose(got[3], hand_spread(coords))
+
+
 # leaves ---------------------------------------------------------------------------------
 def test_mean_shift_finds_modes_by_support():
     rng = np.random.default_rng(0)
@@ -75,6 +96,17 @@ def test_leaf_reservoir_keeps_capacity_and_counts():
     assert np.isnan(store.points[1]).all()
 
 
+def test_agreement_counts_other_trees_within_the_radius():
+    """Two trees x two modes; a tree's own second mode never counts, missing modes never agree."""
+    forest = Forest("rgbd", [None, None], 3.0)
+    nan = [np.nan] * 3
+    coords = np.array([[[0, 0, 0], [5, 5, 5], [0.05, 0, 0], [0.3, 0, 0]],     # tree 0 mode 0 ~ tree 1 mode 0
+                       [[1, 1, 1], [1.02, 1, 1], [9, 9, 9], nan],            # only tree 0 agrees with itself
+                       [nan, nan, nan, nan]], np.float32)
+    assert forest.agreement(coords, 0.1).tolist() == [[1, 0, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
+    assert forest.agreement(coords, 0.4).tolist() == [[1, 0, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0]]
+
+
 def test_config_from_dict():
     cfg = ForestConfig.from_dict({"trees": 2, "ransac": {"inlier_threshold": 0.05}, "pnp": {"min_inliers": 10}})
     assert cfg.trees == 2 and cfg.ransac.inlier_threshold == 0.05 and cfg.pnp.min_inliers == 10
@@ -85,6 +117,8 @@ def test_config_from_dict():
         ForestConfig.from_dict({"ransac": {"threshold": 1}})
     with pytest.raises(VlocError, match="depth_share"):
         ForestConfig(depth_share=2)
+    with pytest.raises(VlocError, match="consensus_boost"):
+        ForestConfig(consensus_boost=0.5)
 
 
 # a small RGB-D room -----------------------------------------------------------------------
@@ -119,21 +153,24 @@ def test_map_contents(forest_map):
 
 
 def test_rgbd_queries_through_the_evaluation(small_room, forest_map):
-    """Measured: 8 of 12 queries within 5 cm / 5 deg, median 2.4 cm (0.5-3.4 cm when
-    right); the others are a failure or a repeated texture's shifted pose (15-23 cm)."""
+    """Measured: 10 of 12 queries within 5 cm / 5 deg, median 1.0 cm, 0.57 deg (0.3-3.9 cm
+    when right); the others are a repeated texture's shifted pose (20 cm) and a wrong
+    pose with 173 inliers. Before the consensus sampling and the Tukey refit: 8 of 12,
+    median 2.4 cm."""
     from vloc.evaluation.run import evaluate
     run = evaluate(small_room, "official", "forest", map_dir=forest_map[0], progress=False)
     s = run.summary
     assert all(r.details["mode"] == "rgbd" for r in run.results if r.success)      # query depth was given
-    assert s["recall"]["5cm/5°"] >= 0.5 and s["median_translation_error"] < 0.05
-    assert s["median_rotation_error"] < 2.0
+    assert s["recall"]["5cm/5°"] >= 0.75 and s["median_translation_error"] < 0.02
+    assert s["median_rotation_error"] < 1.0
     assert all(r.success or "inliers" in r.reason or "hypothesis" in r.reason for r in run.results)
     assert all(r.success == (r.inliers >= CONFIG.ransac.min_inliers) for r in run.results)
 
 
 def test_rgb_only_queries_by_pnp(small_room, forest_map):
-    """Without depth: PnP on the colour-only forest. Measured: median 13 cm, 8 of 12
-    within 20 cm / 5 deg (a pixel is ~2.5 cm on the walls at 128 x 96)."""
+    """Without depth: PnP on the colour-only forest's modes that another tree agrees
+    with. Measured: median 8 cm, 11 of 12 within 20 cm / 5 deg, 4 within 5 cm (a pixel
+    is ~2.5 cm on the walls at 128 x 96); with each tree's top mode: 8 of 12, median 13 cm."""
     from vloc.localizers.forest import ForestLocalizer
     loc = ForestLocalizer.load(forest_map[0])
     near = []
@@ -142,7 +179,7 @@ def test_rgb_only_queries_by_pnp(small_room, forest_map):
         assert est.details.get("mode") == "rgb" or not est.success
         t, r = pose_errors(est.cam_from_world, f.cam_from_world) if est.success else (np.inf, np.inf)
         near.append(t < 0.2 and r < 5)
-    assert np.mean(near) >= 0.5
+    assert np.mean(near) >= 0.75
 
 
 def test_saved_forest_round_trip_and_corrupt_file(forest_map, tmp_path):
@@ -220,5 +257,5 @@ def test_leaf_refitting_changes_leaves_not_splits(small_room, forest_map):
                for f in fold.query]
     errors = [pose_errors(e.cam_from_world, f.cam_from_world)[0] if e.success else np.inf
               for e, f in zip(results, fold.query)]
-    assert np.median(errors) < 0.1
+    assert np.median(errors) < 0.03                                       # measured: 1.8 cm
     assert all(np.array_equal(t.arrays()[k], old[k]) for t, old in zip(forest.trees, before) for k in splits)

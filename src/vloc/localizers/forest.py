@@ -1,8 +1,9 @@
 """Scene coordinate regression forests (Shotton et al. 2013): the map is a forest trained
 on the posed RGB-D mapping frames (`forest_rgbd.npz`) and, unless turned off, a
 colour-only one (`forest_rgb.npz`). A query with depth is localized by 3-point Kabsch
-RANSAC between its camera points and the predicted scene coordinates; a colour-only
-query by PnP (PoseLib) on the colour-only forest's predictions."""
+RANSAC between its camera points and the predicted scene coordinates, candidates that
+several trees agree on drawn more often; a colour-only query by PnP (PoseLib) on the
+colour-only forest's candidates that other trees agree with."""
 from __future__ import annotations
 
 import time
@@ -35,7 +36,7 @@ def build_forest_map(frames: list[Frame], out: Path, config: ForestConfig = Fore
     if missing:
         raise DataError(f"the forest needs depth in every mapping frame: {len(missing)} of {len(frames)} have "
                         f"none (e.g. {missing[0]})")
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     data = TrainingSet.read(frames, config.max_size, config.max_depth, progress)
     timings = {"read": time.perf_counter() - t0}
     forests = {}
@@ -52,6 +53,7 @@ def build_forest_map(frames: list[Frame], out: Path, config: ForestConfig = Fore
         for kind, forest in forests.items():
             forest.save(tmp / f"forest_{kind}.npz")
         timings["total"] = time.perf_counter() - t0
+        timings["cpu_total"] = time.process_time() - cpu0     # this process's CPU seconds (a shared machine)
         manifest = write_manifest(tmp, "forest", {"map": config.to_dict()}, source or {}, stats)
     return manifest
 
@@ -65,8 +67,8 @@ class ForestLocalizer:
 
     @classmethod
     def load(cls, map_dir, config: ForestConfig | None = None) -> ForestLocalizer:
-        """`config`: query-time options (pixels, RANSAC, PnP) to use instead of the
-        map's; its training options are ignored."""
+        """`config`: query-time options (pixels, consensus, RANSAC, PnP) to use instead
+        of the map's; its training options are ignored."""
         map_dir = Path(map_dir)
         manifest = read_method_manifest(map_dir, "forest")
         try:
@@ -74,7 +76,9 @@ class ForestLocalizer:
         except (KeyError, TypeError) as e:
             raise MapError(f"map {map_dir} has no valid forest config: {e}") from None
         if config is not None:
-            stored = replace(stored, query_pixels=config.query_pixels, ransac=config.ransac, pnp=config.pnp)
+            stored = replace(stored, query_pixels=config.query_pixels, ransac=config.ransac, pnp=config.pnp,
+                             consensus_radius=config.consensus_radius, consensus_boost=config.consensus_boost,
+                             rgb_consensus=config.rgb_consensus, rgb_query_pixels=config.rgb_query_pixels)
         forests = {kind: Forest.load(map_dir / f"forest_{kind}.npz") for kind in KINDS
                    if (map_dir / f"forest_{kind}.npz").is_file()}
         if "rgbd" not in forests:
@@ -96,15 +100,19 @@ class ForestLocalizer:
         return self._rgb(query, frame, timings)
 
     def _rgbd(self, query: Query, frame: RGBDFrame, timings: dict) -> Estimate:
-        """3-point Kabsch RANSAC on the pixels with depth."""
+        """3-point Kabsch RANSAC on the pixels with depth; a candidate is drawn by its
+        leaf weight times consensus_boost^(other trees agreeing)."""
+        cfg, forest = self.config, self.forests["rgbd"]
         images = RGBDImages.one(frame)
-        rng = np.random.default_rng(self.config.seed)
-        f, x, y = sample_pixels(images.depth > 0, self.config.query_pixels, rng)
+        rng = np.random.default_rng(cfg.seed)
+        f, x, y = sample_pixels(images.depth > 0, cfg.query_pixels, rng)
         if len(x) < 3:
             return Estimate.failed(f"the query has {len(x)} pixels with valid depth, need >= 3",
                                    timings=timings, camera=query.camera)
         t = time.perf_counter()
-        coords, weights = self.forests["rgbd"].predict(images, self.forests["rgbd"].pixels(images, f, x, y))
+        coords, weights = forest.predict(images, forest.pixels(images, f, x, y))
+        if cfg.consensus_boost != 1:
+            weights = weights * cfg.consensus_boost ** forest.agreement(coords, cfg.consensus_radius)
         timings["forest"] = time.perf_counter() - t
         t = time.perf_counter()
         res = ransac_kabsch(camera_points(frame.depth, frame.camera, x, y), coords, self.config.ransac, weights)
@@ -113,16 +121,22 @@ class ForestLocalizer:
                         {"mode": "rgbd", "hypotheses": res.hypotheses})
 
     def _rgb(self, query: Query, frame: RGBDFrame, timings: dict) -> Estimate:
-        """PnP (PoseLib LO-RANSAC) on each pixel's strongest mode per tree."""
+        """PnP (PoseLib LO-RANSAC) on every mode that at least `rgb_consensus` other
+        trees agree with (0, or too few trees: each pixel's strongest mode per tree)."""
         if "rgb" not in self.forests:
             return Estimate.failed("the query has no depth and this map has no colour-only forest "
                                    "(built with rgb_forest = false)", timings=timings, camera=query.camera)
         forest = self.forests["rgb"]
         images = RGBDImages.one(frame)
         rng = np.random.default_rng(self.config.seed)
-        f, x, y = sample_pixels(np.ones((1,) + frame.colour.shape[:2], bool), self.config.query_pixels, rng)
+        f, x, y = sample_pixels(np.ones((1,) + frame.colour.shape[:2], bool), self.config.rgb_query_pixels, rng)
         t = time.perf_counter()
-        coords, _ = forest.predict(images, forest.pixels(images, f, x, y), modes=1)
+        if 0 < self.config.rgb_consensus < len(forest.trees):
+            coords, _ = forest.predict(images, forest.pixels(images, f, x, y))
+            agree = forest.agreement(coords, self.config.consensus_radius) >= self.config.rgb_consensus
+            coords = np.where(agree[..., None], coords, np.nan)
+        else:
+            coords, _ = forest.predict(images, forest.pixels(images, f, x, y), modes=1)
         timings["forest"] = time.perf_counter() - t
         t = time.perf_counter()
         res, n = pnp_from_candidates(np.c_[x + 0.5, y + 0.5], coords, frame.camera, self.config.pnp)

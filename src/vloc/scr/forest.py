@@ -10,10 +10,13 @@ The colour-only forest ("rgb") uses colour features with the fixed scale f / D_r
 
 A split minimises E(S) = sum over children |S_c| tr Cov(S_c) (the children's summed
 squared distances of the scene coordinates to their mean), over all thresholds of each
-random candidate feature at once (sorted prefix sums). A leaf keeps up to M modes of
-its scene coordinates (mean shift, Gaussian kernel) from a reservoir of at most C
-coordinates, which online adaptation refills (adapt.py). Trees are flat arrays, saved
-as .npz (no pickle)."""
+random candidate feature at once (one sort and one prefix sum per feature). A leaf
+keeps up to M modes of its scene coordinates (mean shift, Gaussian kernel) from a
+reservoir of at most C coordinates, which online adaptation refills (adapt.py). At
+query time each pixel gets the modes of the leaves it reaches in every tree;
+`Forest.agreement` counts, per mode, the other trees that put a mode within a radius
+of it (agreed modes are right far more often: the localizer draws them first). Trees
+are flat arrays, saved as .npz (no pickle)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -185,14 +188,25 @@ def random_features(k: int, max_offset: float, depth_share: float, rng) -> Featu
 
 def _respond(images: RGBDImages, px: Pixels, kind: int, channels, offsets, extra: tuple):
     """Responses of features of one kind; `extra` adds axes to the pixels so that
-    (k, 1, ...) feature arrays against (1, n) pixels give a (k, n) grid."""
-    H, W = images.colour.shape[1:3]
+    (k, 1, ...) feature arrays against (1, n) pixels give a (k, n) grid. Probes are
+    rounded to the nearest pixel and clamped to the image (outside: the border)."""
+    F, H, W = images.colour.shape[:3]
+    itype = np.int32 if F * H * W * 3 < 2 ** 31 else np.int64
     frame, x, y, scale = px.frame[extra], px.x[extra], px.y[extra], px.scale[extra]
+    base = (frame * (H * W)).astype(itype)
 
-    def probe(offset):             # flat pixel index of a probe; outside the image: the border
-        u = np.clip(x + np.rint(offset[..., 0] * scale[..., 0]).astype(np.int64), 0, W - 1)
-        v = np.clip(y + np.rint(offset[..., 1] * scale[..., 1]).astype(np.int64), 0, H - 1)
-        return (frame * H + v) * W + u
+    def probe(offset):             # flat pixel index of a probe
+        u = offset[..., 0] * scale[..., 0]
+        u += x
+        v = offset[..., 1] * scale[..., 1]
+        v += y
+        np.clip(np.rint(u, out=u), 0, W - 1, out=u)
+        np.clip(np.rint(v, out=v), 0, H - 1, out=v)
+        i = v.astype(itype)
+        i *= W
+        i += u.astype(itype)
+        i += base
+        return i
 
     i1, i2 = probe(offsets[..., 0, :]), probe(offsets[..., 1, :])
     if kind == DEPTH:
@@ -200,9 +214,18 @@ def _respond(images: RGBDImages, px: Pixels, kind: int, channels, offsets, extra
             raise VlocError("a depth feature needs depth: this forest cannot answer colour-only queries")
         d = images.depth.reshape(-1)
         a, b = d[i1], d[i2]
-        return np.where(a > 0, a, FAR) - np.where(b > 0, b, FAR)
+        a[a <= 0] = FAR
+        b[b <= 0] = FAR
+        a -= b
+        return a
     c = images.colour.reshape(-1)
-    return c[i1 * 3 + channels[..., 0]].astype(np.float32) - c[i2 * 3 + channels[..., 1]]
+    i1 *= 3
+    i1 += channels[..., 0]
+    i2 *= 3
+    i2 += channels[..., 1]
+    out = c[i1].astype(np.float32)
+    out -= c[i2]
+    return out
 
 
 def responses_grid(images: RGBDImages, px: Pixels, feats: Features) -> np.ndarray:
@@ -238,29 +261,32 @@ def best_split(responses: np.ndarray, coords: np.ndarray, min_leaf: int = 1):
     """The (feature, threshold) of `responses` (k, m) minimising E = sum over children
     of their spread, children being response < threshold and >= threshold, each with at
     least `min_leaf` pixels. Returns (feature, threshold, E, spread of the parent), or
-    None when no split lowers the spread."""
+    None when no split lowers the spread.
+
+    With the coordinates centred on their mean, a left child of n_l pixels summing to
+    s_l has a right sibling summing to -s_l, so E = parent - |s_l|^2 m / (n_l (m - n_l)):
+    one sort and one prefix sum per feature give E at every threshold."""
     k, m = responses.shape
     if m < 2 * min_leaf:
         return None
     order = np.argsort(responses, axis=1)
     r = np.take_along_axis(responses, order, 1)
     x = np.asarray(coords, np.float64)
-    x = (x - x.mean(0)).T                                          # (3, m), centred
-    s2 = np.cumsum((x ** 2).sum(0)[order], 1)                      # (k, m) prefix sums
-    n_left = np.arange(1, m)                                       # left = the first n_left
-    left, right = s2[:, :-1].copy(), s2[:, -1:] - s2[:, :-1]
-    for axis in x:                                                 # one coordinate at a time
-        s1 = np.cumsum(axis[order], 1)
-        left -= s1[:, :-1] ** 2 / n_left
-        right -= (s1[:, -1:] - s1[:, :-1]) ** 2 / (m - n_left)
-    cost = left + right
-    ok = (r[:, 1:] > r[:, :-1]) & (n_left >= min_leaf) & (m - n_left >= min_leaf)
-    cost = np.where(ok, cost, np.inf)
-    f, i = np.unravel_index(np.argmin(cost), cost.shape)
-    parent = float(s2[0, -1])
-    if not np.isfinite(cost[f, i]) or cost[f, i] >= parent * (1 - 1e-9):
+    x = x - x.mean(0)
+    parent = float((x ** 2).sum())
+    s = np.cumsum(x[order[:, :-1]], axis=1)                        # (k, m - 1, 3): left sums
+    n_left = np.arange(1, m, dtype=np.float64)                     # left = the first n_left
+    gain = np.einsum("kij,kij->ki", s, s)
+    gain *= m / (n_left * (m - n_left))
+    ok = r[:, 1:] > r[:, :-1]
+    ok[:, :min_leaf - 1] = False
+    ok[:, m - min_leaf:] = False
+    gain[~ok] = -np.inf
+    f, i = np.unravel_index(np.argmax(gain), gain.shape)
+    cost = parent - float(gain[f, i])
+    if not np.isfinite(gain[f, i]) or cost >= parent * (1 - 1e-9):
         return None
-    return int(f), float((r[f, i] + r[f, i + 1]) / 2), float(cost[f, i]), parent
+    return int(f), float((r[f, i] + r[f, i + 1]) / 2), max(cost, 0.0), parent
 
 
 # leaves -----------------------------------------------------------------------------
@@ -376,14 +402,16 @@ class Tree:
 
 def _split_node(images, px, coords, idx, cfg: ForestConfig, depth_share: float, rng):
     """(feature, threshold, left mask over idx) or None for a leaf."""
-    sub = idx if len(idx) <= cfg.node_samples else rng.choice(idx, cfg.node_samples, replace=False)
+    whole = len(idx) <= cfg.node_samples
+    sub = idx if whole else rng.choice(idx, cfg.node_samples, replace=False)
     feats = random_features(cfg.features_per_node, cfg.max_offset, depth_share, rng)
     min_sub = max(1, cfg.min_samples_leaf * len(sub) // len(idx))
-    best = best_split(responses_grid(images, px.take(sub), feats), coords[sub], min_sub)
+    grid = responses_grid(images, px.take(sub), feats)
+    best = best_split(grid, coords[sub], min_sub)
     if best is None:
         return None
     feat = feats.take(np.array([best[0]]))
-    left = responses_grid(images, px.take(idx), feat)[0] < best[1]
+    left = (grid[best[0]] if whole else responses_grid(images, px.take(idx), feat)[0]) < best[1]
     if min(left.sum(), len(idx) - left.sum()) < cfg.min_samples_leaf:
         return None
     return feat, best[1], left
@@ -442,6 +470,21 @@ class Forest:
             coords.append(tree.modes[leaf, :modes])
             weights.append(tree.weights[leaf, :modes])
         return np.concatenate(coords, 1), np.concatenate(weights, 1)
+
+    def agreement(self, coords: np.ndarray, radius: float) -> np.ndarray:
+        """(n, trees * modes): for each candidate of `predict`, the number of other trees
+        with a candidate within `radius` (metres) of it. A coordinate two trees agree
+        on is far more often right than a lone one (benchmark room, 5 trees, 10 cm:
+        within 10 cm of the truth were 1.7 % of the lone candidates, 16 % of those one
+        other tree agreed with, 50 % with two, 76 % with three, 86 % with four)."""
+        n, k = coords.shape[:2]
+        trees = len(self.trees)
+        c = np.asarray(coords, np.float32)
+        d2 = ((c[:, :, None] - c[:, None]) ** 2).sum(-1)              # (n, k, k), NaN where no mode
+        near = (d2 < radius ** 2).reshape(n, k, trees, k // trees).any(-1)     # (n, k, trees)
+        own = np.repeat(np.arange(trees), k // trees)
+        near[:, np.arange(k), own] = False
+        return near.sum(-1)
 
     def stats(self) -> dict:
         leaves = [t.n_leaves for t in self.trees]
