@@ -16,8 +16,7 @@ from ..geometry import Pose
 from ..lines.cloud import LINES_FILE, LineCloud, read_lines
 from ..lines.mapping import LineMapConfig, build_lines_map
 from ..lines.ransac import LineRansacConfig, ransac_lines
-from ..matching.index import build_faiss_index, load_index
-from ..matching.nn import search
+from ..matching.index import build_faiss_index, load_index, match_to_owners
 from .base import Estimate, Prior, Query
 from .query_io import extractor_from_manifest, query_features, read_method_manifest
 
@@ -42,24 +41,9 @@ class LineLocalizerConfig:
 def match_to_lines(index, owner: np.ndarray, query_desc: np.ndarray, ratio: float = 0.9, k: int = 4
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(query indices, line indices, distance ratios) of the matches passing the ratio
-    test, where the second neighbour is the nearest descriptor of a *different* line
-    (as `matching.index.match_to_points`); the ratio orders the matches for sampling."""
-    if len(query_desc) == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-    dist, idx = search(index, query_desc, k)
-    valid = idx >= 0
-    lines = np.where(valid, owner[np.maximum(idx, 0)], -1)
-    first = lines[:, 0]
-    other = valid & (lines != first[:, None])
-    other[:, 0] = False
-    has_second = other.any(axis=1)
-    j2 = np.argmax(other, axis=1)
-    d2 = np.where(has_second, dist[np.arange(len(dist)), j2], np.inf)
-    keep = valid[:, 0] & (dist[:, 0] < (ratio ** 2) * d2)
-    q = np.nonzero(keep)[0]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.sqrt(np.maximum(dist[q, 0], 0) / d2[q])
-    return q, first[q].astype(np.int64), np.nan_to_num(r, nan=0.0)
+    test against the nearest descriptor of a *different* line; the ratio orders the
+    matches for sampling."""
+    return match_to_owners(index, owner, query_desc, ratio, k)
 
 
 class LineCloudLocalizer:

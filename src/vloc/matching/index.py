@@ -55,8 +55,16 @@ def match_to_points(index, owner: np.ndarray, query_desc: np.ndarray, ratio: flo
     """(query indices, point indices) of matches passing the ratio test, where the
     second neighbour is the nearest descriptor of a *different* point (several
     descriptors of one point never reject each other)."""
+    q, owners, _ = match_to_owners(index, owner, query_desc, ratio, k)
+    return q, owners
+
+
+def match_to_owners(index, owner: np.ndarray, query_desc: np.ndarray, ratio: float = 0.8,
+                    k: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`match_to_points` for any owner of the descriptors (points, lines), also
+    returning each kept match's distance ratio (nearest / nearest other owner)."""
     if len(query_desc) == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
     dist, idx = search(index, query_desc, k)
     valid = idx >= 0
     pts = np.where(valid, owner[np.maximum(idx, 0)], -1)
@@ -68,4 +76,6 @@ def match_to_points(index, owner: np.ndarray, query_desc: np.ndarray, ratio: flo
     d2 = np.where(has_second, dist[np.arange(len(dist)), j2], np.inf)
     keep = valid[:, 0] & (dist[:, 0] < (ratio ** 2) * d2)
     q = np.nonzero(keep)[0]
-    return q, first[q].astype(np.int64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.sqrt(np.maximum(dist[q, 0], 0) / d2[q])
+    return q, first[q].astype(np.int64), np.nan_to_num(r, nan=0.0)
