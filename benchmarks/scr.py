@@ -4,69 +4,142 @@ and `scr-dsac` (the same head, then DSAC fine-tuning).
 
     python benchmarks/scr.py                       # 320x240, 300 mapping frames, 50 queries
     python benchmarks/scr.py --size 128x96 --mapping 40 --queries 8 --steps 300 --dsac-steps 40   # a quick check
-    python benchmarks/scr.py --selection-study [--dsac-steps 300]
+    python benchmarks/scr.py --selection-study [--dsac-steps 150]
 
-Default: the encoder runs once over room A's mapping frames (the buffer); three heads
-are trained on it: `scr` (`--steps` coordinate steps), `scr-dsac` (the same head plus
+The room is the one of benchmarks/forest.py (10 x 8 x 3 m, 320x240, 300 mapping frames on
+the two-loop path, 50 queries, seed 0), generated under --out or found there.
+
+Default: the encoder runs once over the mapping frames (the buffer); three heads are
+trained on it: `scr` (`--steps` coordinate steps), `scr-dsac` (that head plus
 `--dsac-steps` of DSAC) and `scr, same compute` (coordinate steps only, as many as fit
-in scr-dsac's training seconds, one cosine schedule). Each localizes the queries with
-depth (3-point Kabsch RANSAC) and colour only (PnP, PoseLib). Prints a Markdown table
-(recall 5 cm / 5°, median errors, ms per query, mapping seconds: buffer + training) and
-writes JSON. Issue's figures: scr-dsac RGB-D >= 90 % within 5 cm / 5°; DSAC lowers the
-median error against the same compute of coordinate training; mapping <= 10 min;
-a query <= 300 ms on 2 cores.
+in scr-dsac's training compute, one cosine schedule). "Compute" is the process's CPU
+time: on the shared machine other jobs' load changes wall time from run to run (wall
+seconds are reported too). Each head localizes the queries with depth (3-point Kabsch
+RANSAC) and colour only (PnP, PoseLib LO-RANSAC). Prints a Markdown table (recall
+5 cm / 5°, median errors, wall and CPU ms per query, mapping seconds: buffer +
+candidates + training), a paired comparison of scr-dsac against the same compute
+(per query), the machine's load, and writes JSON and a PNG of the error CDFs (RGB-D).
+Issue's figures: scr-dsac RGB-D >= 90 % within 5 cm / 5°; DSAC lowers the median
+error against the same compute of coordinate training; mapping <= 10 min; a query
+<= 300 ms on 2 cores.
 
 --selection-study: one coordinate-trained head, fine-tuned with each selection
-(argmax, soft-argmax, probabilistic) for the same steps, images and seed; a row per
-selection plus the head without fine-tuning.
+(argmax, soft-argmax, probabilistic) for the same steps, images, hypotheses and seed;
+a row per selection (and query mode) plus the head without fine-tuning.
 """
 from __future__ import annotations
 
-import argparse
-import copy
-import sys
-import time
-from dataclasses import replace
-from pathlib import Path
+import os
 
-import torch
-from forest import localize_all, room, row, size, triple, write_json
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")     # before torch: idle OpenMP threads sleep
 
-from vloc.evaluation import markdown_table, to_json
-from vloc.localizers.scr import ScrLocalizer
-from vloc.scr import cnn
-from vloc.scr.config import SELECTIONS, DsacConfig, ScrConfig
-from vloc.scr.dsac import fine_tune
+import argparse  # noqa: E402
+import copy  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from dataclasses import replace  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from forest import room, size, triple, write_json  # noqa: E402
+
+from vloc.evaluation import markdown_table, query_result, summarize, thresholds_for, to_json  # noqa: E402
+from vloc.evaluation.report import plot_error_cdfs  # noqa: E402
+from vloc.localizers import Query  # noqa: E402
+from vloc.localizers.scr import ScrLocalizer  # noqa: E402
+from vloc.maps.depth import read_depth  # noqa: E402
+from vloc.scr import cnn  # noqa: E402
+from vloc.scr.config import SELECTIONS, DsacConfig, ScrConfig  # noqa: E402
+from vloc.scr.dsac import fine_tune  # noqa: E402
 
 FIGURE = ("issue 5: CNN + DSAC >= 90 % of RGB-D queries within 5 cm / 5°; DSAC lowers the median error "
           "against coordinate training of the same compute; mapping <= 10 min; <= 300 ms per query on 2 cores")
+MODES = (("RGB-D (Kabsch)", True), ("RGB (PnP)", False))
 
 
 def scr_config(args) -> ScrConfig:
     given = {"steps": args.steps, "buffer_passes": args.passes, "prototypes": args.prototypes,
              "encoder": args.encoder, "max_size": max(args.size), "seed": args.seed}
     base = ScrConfig().to_dict()
-    dsac = {**base["dsac"], **{k: v for k, v in {"steps": args.dsac_steps, "images": args.dsac_images}.items()
-                               if v is not None}}
+    dsac = {**base["dsac"], **{k: v for k, v in {"steps": args.dsac_steps, "images": args.dsac_images,
+                                                 "lr": args.dsac_lr, "optimizer": args.dsac_optimizer,
+                                                 "alpha": args.alpha}.items() if v is not None}}
     ransac = {**base["ransac"], **({"min_inliers": args.min_inliers} if args.min_inliers else {})}
     pnp = {**base["pnp"], **({"min_inliers": args.min_inliers} if args.min_inliers else {})}
     return ScrConfig.from_dict({**base, **{k: v for k, v in given.items() if v is not None},
                                 "dsac": dsac, "ransac": ransac, "pnp": pnp})
 
 
-def evaluate(label: str, loc: ScrLocalizer, queries, scene, extra: dict) -> tuple[list[dict], dict]:
-    """Rows for RGB-D and colour-only queries, and their evaluations (per query: errors,
-    inliers, reasons) as vloc's JSON."""
-    rows, docs = [], {}
-    for mode, with_depth in (("RGB-D (Kabsch)", True), ("RGB (PnP)", False)):
-        results = localize_all(loc, queries, with_depth)
-        r, s = row(f"{label}, {mode}", results, scene, **extra)
+class Clock:
+    """Wall and process CPU seconds since creation."""
+
+    def __init__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def read(self) -> tuple[float, float]:
+        return time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
+def load() -> str:
+    return "load average " + ", ".join(f"{v:.1f}" for v in os.getloadavg()) + f" on {os.cpu_count()} cores"
+
+
+def localize_all(loc: ScrLocalizer, frames, with_depth: bool) -> tuple[list, list[float]]:
+    """Query results (wall seconds each, the image and depth read from disk included)
+    and the process CPU seconds of each query."""
+    results, cpu = [], []
+    for f in frames:
+        q = Query(f.name, image_path=f.image_path, camera=f.camera, depth=read_depth(f) if with_depth else None)
+        clock = Clock()
+        est = loc.localize(q)
+        wall, c = clock.read()
+        results.append(query_result(f.name, est, f.cam_from_world, wall))
+        cpu.append(c)
+    return results, cpu
+
+
+def row(label: str, results, cpu: list[float], scene, **extra) -> tuple[dict, dict]:
+    s = summarize(results, thresholds_for("indoor", scene.scale()))
+    t, r = s["median_translation_error"], s["median_rotation_error"]
+    return {"run": label, "queries": s["queries"], "failures": s["failures"],
+            "recall 5cm/5°": f"{100 * s['recall']['5cm/5°']:.0f} %",
+            "recall 2cm/2°": f"{100 * s['recall']['2cm/2°']:.0f} %",
+            "median t (cm)": None if t is None or not np.isfinite(t) else round(100 * t, 2),
+            "median r (°)": None if r is None or not np.isfinite(r) else round(r, 2),
+            "ms/query": round(1000 * s["median_seconds"], 1),
+            "CPU ms/query": round(1000 * float(np.median(cpu)), 1), **extra}, s
+
+
+def evaluate(label: str, loc: ScrLocalizer, queries, scene, extra: dict) -> tuple[list[dict], dict, dict]:
+    """Rows for RGB-D and colour-only queries, their evaluations (per query: errors,
+    inliers, reasons) as vloc's JSON, and the results per mode."""
+    rows, docs, results = [], {}, {}
+    for mode, with_depth in MODES:
+        res, cpu = localize_all(loc, queries, with_depth)
+        r, s = row(f"{label}, {mode}", res, cpu, scene, **extra)
         rows.append(r)
-        docs[f"{label}, {mode}"] = to_json(results, s, {"map": loc.config.to_dict()}, None,
-                                           {"scene": scene.name, "method": loc.manifest["method"],
-                                            "split": "official", "preset": "indoor"})
+        results[mode] = res
+        docs[f"{label}, {mode}"] = {**to_json(res, s, {"map": loc.config.to_dict()}, None,
+                                              {"scene": scene.name, "method": loc.manifest["method"],
+                                               "split": "official", "preset": "indoor"}),
+                                    "cpu_seconds": cpu}
         print(r, file=sys.stderr, flush=True)
-    return rows, docs
+    return rows, docs, results
+
+
+def paired(a, b) -> dict:
+    """Per query: how often `a`'s translation error is below `b`'s, and the median of
+    the differences (cm); failures count as infinitely bad; a two-sided sign test."""
+    from scipy.stats import binomtest
+    ta = np.array([r.translation_error for r in a])
+    tb = np.array([r.translation_error for r in b])
+    lower, higher = int((ta < tb).sum()), int((ta > tb).sum())
+    both = np.isfinite(ta) & np.isfinite(tb)
+    p = binomtest(lower, lower + higher).pvalue if lower + higher else 1.0
+    return {"lower": lower, "higher": higher, "ties": len(ta) - lower - higher,
+            "median_difference_cm": round(100 * float(np.median(ta[both] - tb[both])), 3) if both.any() else None,
+            "sign_test_p": round(float(p), 3)}
 
 
 def run_default(args) -> int:
@@ -74,29 +147,53 @@ def run_default(args) -> int:
     scene = room(args, args.seed, args.room, args.mapping)
     fold = scene.split("official")[0]
     queries = [f for f in fold.query if f.has_pose]
-    t = time.perf_counter()
+    load_before = load()
+    clock = Clock()
     buf = cnn.build_buffer(list(fold.mapping), cfg)
-    buffer_s = time.perf_counter() - t
+    buffer_s = clock.read()
     head, hist = cnn.train_head(buf, cfg)
     tuned = copy.deepcopy(head)
     dsac = fine_tune(tuned, buf, cfg)
-    per_step = hist["seconds"] / max(1, cfg.steps)
-    same = replace(cfg, steps=cfg.steps + round(dsac["seconds"] / per_step))
+    # the same compute: coordinate steps at the measured CPU cost of one (candidates are shared)
+    per_step = hist["steps_cpu_seconds"] / max(1, cfg.steps)
+    same = replace(cfg, steps=cfg.steps + round(dsac["cpu_seconds"] / per_step))
     head_same, hist_same = cnn.train_head(buf, same)
-    variants = [("scr", head, hist["seconds"], cfg.steps),
-                ("scr, same compute", head_same, hist_same["seconds"], same.steps),
-                ("scr-dsac", tuned, hist["seconds"] + dsac["seconds"], cfg.steps)]
-    rows, docs = [], {}
-    for label, h, train_s, steps in variants:
-        r, d = evaluate(label, ScrLocalizer.from_head(h, cfg, "scr-dsac" if "dsac" in label else "scr"), queries,
-                        scene, {"coordinate steps": steps, "mapping s": round(buffer_s + train_s, 1)})
+    candidates = (hist["candidate_seconds"], hist["candidate_cpu_seconds"])
+    train = {"scr": (hist["seconds"], hist["cpu_seconds"]),
+             "scr-dsac": (hist["seconds"] + dsac["seconds"], hist["cpu_seconds"] + dsac["cpu_seconds"]),
+             "scr, same compute": (candidates[0] + hist_same["steps_seconds"],
+                                   candidates[1] + hist_same["steps_cpu_seconds"])}
+    variants = [("scr", head, cfg.steps, 0), ("scr, same compute", head_same, same.steps, 0),
+                ("scr-dsac", tuned, cfg.steps, cfg.dsac.steps)]
+    rows, docs, results = [], {}, {}
+    for label, h, steps, dsac_steps in variants:
+        wall, cpu = buffer_s[0] + train[label][0], buffer_s[1] + train[label][1]
+        r, d, res = evaluate(label, ScrLocalizer.from_head(h, cfg, "scr-dsac" if "dsac" in label else "scr"),
+                             queries, scene, {"coordinate steps": steps, "DSAC steps": dsac_steps,
+                                              "mapping s": round(wall, 1), "mapping CPU s": round(cpu, 1)})
         rows += r
         docs.update(d)
+        results[label] = res
+    comparison = {mode: paired(results["scr-dsac"][mode], results["scr, same compute"][mode]) for mode, _ in MODES}
+    load_after = load()
     print(f"\n{scene.name}: {args.mapping} mapping frames, {len(queries)} queries, buffer {len(buf)} cells "
-          f"({buffer_s:.0f} s), DSAC {cfg.dsac.steps} steps ({dsac['seconds']:.0f} s). Figure: {FIGURE}\n")
+          f"({buffer_s[0]:.0f} s, {buffer_s[1]:.0f} s CPU), {torch.get_num_threads()} torch threads; coordinate "
+          f"training {hist['seconds']:.0f} s ({hist['candidate_seconds']:.0f} s of it choosing candidates), DSAC "
+          f"{cfg.dsac.steps} steps x {cfg.dsac.images} images {dsac['seconds']:.0f} s ({dsac['cpu_seconds']:.0f} s "
+          f"CPU). Machine: {load_before} before, {load_after} after. Figure: {FIGURE}\n")
     print(markdown_table(rows))
+    print("\nscr-dsac against scr, same compute (per query translation error): "
+          + "; ".join(f"{mode}: lower on {c['lower']}, higher on {c['higher']}, ties {c['ties']}, median difference "
+                      f"{c['median_difference_cm']} cm, sign test p = {c['sign_test_p']}"
+                      for mode, c in comparison.items()))
+    png = plot_error_cdfs({label: res["RGB-D (Kabsch)"] for label, res in results.items()},
+                          args.out / f"{scene.name}_scr_rgbd.png", thresholds_for("indoor", scene.scale()),
+                          title=f"{scene.name}: RGB-D queries")
+    print(f"PNG: {png}")
     write_json(args.json or args.out / f"{scene.name}_scr.json", args,
-               {"config": cfg.to_dict(), "rows": rows, "evaluations": docs, "buffer_seconds": buffer_s,
+               {"config": cfg.to_dict(), "rows": rows, "paired": comparison, "evaluations": docs,
+                "buffer_seconds": buffer_s[0], "buffer_cpu_seconds": buffer_s[1],
+                "torch_threads": torch.get_num_threads(), "load": {"before": load_before, "after": load_after},
                 "history": {"coordinates": hist, "dsac": dsac, "same_compute": hist_same}})
     return 0
 
@@ -106,19 +203,30 @@ def run_selection_study(args) -> int:
     scene = room(args, args.seed, args.room, args.mapping)
     fold = scene.split("official")[0]
     queries = [f for f in fold.query if f.has_pose]
+    load_before = load()
     buf = cnn.build_buffer(list(fold.mapping), cfg)
     head, hist = cnn.train_head(buf, cfg)
-    rows, docs = evaluate("no fine-tuning", ScrLocalizer.from_head(head, cfg), queries, scene, {"DSAC s": 0})
+    rows, docs, _ = evaluate("no fine-tuning", ScrLocalizer.from_head(head, cfg), queries, scene,
+                             {"DSAC s": 0, "expected loss": None, "argmax loss": None, "max probability": None})
     histories = {}
     for selection in SELECTIONS:
         tuned = copy.deepcopy(head)
-        histories[selection] = fine_tune(tuned, buf, cfg, selection=selection)
-        r, d = evaluate(selection, ScrLocalizer.from_head(tuned, cfg, "scr-dsac"), queries, scene,
-                        {"DSAC s": round(histories[selection]["seconds"], 1)})
+        h = histories[selection] = fine_tune(tuned, buf, cfg, selection=selection)
+        last = h["dsac_loss"][-max(1, len(h["dsac_loss"]) // 4):]
+
+        def mean(key):
+            return round(float(np.mean([x[key] for x in last])), 3)
+        r, d, _ = evaluate(selection, ScrLocalizer.from_head(tuned, cfg, "scr-dsac"), queries, scene,
+                           {"DSAC s": round(h["seconds"], 1), "expected loss": mean("expected_loss"),
+                            "argmax loss": mean("selected_loss"), "max probability": mean("max_probability")})
         rows += r
         docs.update(d)
-    print(f"\n{scene.name}: selection study, DSAC {cfg.dsac.steps} steps x {cfg.dsac.images} images from the same "
-          f"head ({cfg.steps} coordinate steps, {hist['seconds']:.0f} s)\n")
+    print(f"\n{scene.name}: selection study, DSAC {cfg.dsac.steps} steps x {cfg.dsac.images} images x "
+          f"{cfg.dsac.hypotheses} hypotheses ({cfg.dsac.optimizer}, lr {cfg.dsac.lr}, alpha {cfg.dsac.alpha}) from "
+          f"the same head ({cfg.steps} coordinate steps, {hist['seconds']:.0f} s). On the training images over "
+          f"the last 25 % of the steps, whatever the selection trained on: 'expected loss' (over the score "
+          f"softmax), 'argmax loss' (the best-scored hypothesis'), 'max probability' (the largest selection "
+          f"probability); losses are max(cm, deg). Machine: {load_before} before, {load()} after.\n")
     print(markdown_table(rows))
     write_json(args.json or args.out / f"{scene.name}_selection.json", args,
                {"config": cfg.to_dict(), "rows": rows, "evaluations": docs, "histories": histories})
@@ -140,14 +248,16 @@ def main(argv=None) -> int:
     ap.add_argument("--prototypes", type=int, help="prototypes of the head (default: the config's)")
     ap.add_argument("--dsac-steps", type=int, help=f"DSAC steps (default {DsacConfig().steps})")
     ap.add_argument("--dsac-images", type=int, help=f"images per DSAC step (default {DsacConfig().images})")
+    ap.add_argument("--dsac-lr", type=float, help=f"DSAC learning rate (default {DsacConfig().lr})")
+    ap.add_argument("--dsac-optimizer", choices=["sgd", "adam"], help=f"default {DsacConfig().optimizer}")
+    ap.add_argument("--alpha", type=float, help=f"selection softmax scale (default {DsacConfig().alpha})")
     ap.add_argument("--min-inliers", type=int, help="RANSAC and PnP inliers needed (default: the config's)")
     ap.add_argument("--selection-study", action="store_true", help="argmax vs soft-argmax vs probabilistic")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/scr"))
     ap.add_argument("--json", type=Path, help="default: <out>/<scene>_scr.json or _selection.json")
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     return run_selection_study(args) if args.selection_study else run_default(args)
 

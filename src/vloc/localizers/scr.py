@@ -41,16 +41,21 @@ def build_scr_map(frames: list[Frame], out: Path, config: ScrConfig = ScrConfig(
     buf = cnn.build_buffer(frames, config, progress)
     timings = {"buffer": time.perf_counter() - t0}
     head, history = cnn.train_head(buf, config, progress=progress)
-    timings["coordinates"] = history.pop("seconds")
+    timings["candidates"] = history.pop("candidate_seconds")
+    timings["coordinates"] = history.pop("steps_seconds")
+    cpu = {"coordinates": history.pop("cpu_seconds")}
+    for key in ("seconds", "candidate_cpu_seconds", "steps_cpu_seconds"):
+        history.pop(key)
     if dsac:
         from ..scr.dsac import fine_tune
         tuned = fine_tune(head, buf, config, progress=progress)
         timings["dsac"] = tuned.pop("seconds")
+        cpu["dsac"] = tuned.pop("cpu_seconds")
         history.update(tuned)
     stats = {"images": len(frames), "frames_with_depth": int(buf.has_depth.sum()), "buffer_cells": len(buf),
              "buffer_images": buf.images, "parameters": sum(p.numel() for p in head.parameters()),
              "final_coordinate_loss": history["coordinate_loss"][-1]["loss"] if history["coordinate_loss"] else None,
-             "history": history, "timings": timings}
+             "history": history, "timings": timings, "training_cpu_seconds": cpu}
     with atomic_map_dir(out, overwrite) as tmp:
         cnn.save_head(head, tmp / "head.pt")
         timings["total"] = time.perf_counter() - t0

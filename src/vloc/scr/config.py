@@ -96,14 +96,18 @@ class DsacConfig:
     a selection and the expected pose loss."""
     steps: int = 150                   # fine-tuning steps (0: none); a step is `images` mapping images
     images: int = 4
+    optimizer: str = "adam"            # adam | sgd (with momentum; it degraded the head, see dsac.py)
     lr: float = 1e-4
+    momentum: float = 0.9              # sgd
     hypotheses: int = 64               # minimal sets per image
     threshold_3d: float = 0.1          # metres: soft inlier threshold with depth
     threshold_px: float = 5.0          # pixels at the working size: soft inlier threshold without depth
     softness: float = 5.0              # sigmoid(softness * (1 - error / threshold))
-    alpha: float = 0.1                 # selection: softmax(alpha * soft inlier count)
+    alpha: float = 100.0               # selection: softmax(alpha * soft inlier count / cells)
     selection: str = "probabilistic"   # argmax | soft-argmax | probabilistic
     refine_steps: int = 2              # weighted refits of each hypothesis on its soft inliers
+    coordinate_weight: float = 1.0     # each step also: this x the coordinate loss (cm) of buffer cells
+    coordinate_batch: int = 2048       # ... on this many random cells
     loss_clamp: float = 100.0          # pose loss max(degrees, cm), clamped
     seed: int = 0
 
@@ -117,8 +121,9 @@ class ScrConfig:
     ALIKED encoder pooled to 1/8 resolution and a regression head of 1x1 layers
     (prototypes, or ACE's MLP; see scr/cnn.py) trained on a shuffled buffer of the
     mapping images' cells; DSAC fine-tuning for scr-dsac. Mapping cost at 320 x 240 on
-    one core: ~0.2-0.4 s per frame and pass for the encoder, ~0.1 s per step with
-    16384 prototypes, ~0.2 s per DSAC image."""
+    one core: ~0.1 s per frame and pass for the encoder, ~45 ms per step with 16384
+    prototypes and 2048 cells, ~45 s per key search over the buffer of 300 frames x 2
+    passes (at the start and at each candidate refresh), ~70 ms per DSAC image."""
     encoder: str = "aliked-n16"        # frozen ALIKED dense map (packaged weights), 8 x 8 cells
     max_size: int = 320                # longer image side the network works at
     max_depth: float = 0.0             # metres: ignore depth beyond (0 = no limit)
@@ -126,6 +131,10 @@ class ScrConfig:
     prototypes: int = 16384            # prototypes head: keys (at most the buffer's first-pass cells)
     top_k: int = 4                     # ... softmax over the k most similar keys
     temperature: float = 0.02          # ... initial softmax temperature (learned)
+    candidates: int = 16               # ... training: keys a buffer cell chooses its k from
+    candidate_refreshes: int = 2       # ... chosen again after 1/2, 3/4, ... of the steps (keys move)
+    exclude_frames: int = -1           # ... training: never the keys of the cell's own frame and of the
+                                       #     frames this many before or after it (-1: no exclusion)
     head_width: int = 256              # mlp head: channels
     head_layers: int = 3               # ... hidden 1x1 layers (the middle ones residual)
     buffer_passes: int = 2             # encoder passes over the mapping images; all but the first
@@ -152,7 +161,11 @@ class ScrConfig:
             raise VlocError(f"scr option head must be one of {', '.join(HEADS)}, got {self.head!r}")
         if not self.temperature > 0:
             raise VlocError(f"scr option temperature must be > 0, got {self.temperature}")
-        for key in ("prototypes", "top_k", "head_width", "head_layers", "buffer_passes", "batch_size"):
+        if self.candidate_refreshes < 0:
+            raise VlocError(f"scr option candidate_refreshes must be >= 0, got {self.candidate_refreshes}")
+        if self.exclude_frames < -1:
+            raise VlocError(f"scr option exclude_frames must be >= -1, got {self.exclude_frames}")
+        for key in ("prototypes", "top_k", "candidates", "head_width", "head_layers", "buffer_passes", "batch_size"):
             if int(getattr(self, key)) < 1:
                 raise VlocError(f"scr option {key} must be >= 1, got {getattr(self, key)}")
         if self.max_size < 32:
@@ -164,8 +177,13 @@ class ScrConfig:
         d = self.dsac
         if d.selection not in SELECTIONS:
             raise VlocError(f"scr dsac selection must be one of {', '.join(SELECTIONS)}, got {d.selection!r}")
-        if d.steps < 0 or d.refine_steps < 0 or min(d.images, d.hypotheses) < 1:
-            raise VlocError("scr dsac: steps, refine_steps >= 0, images, hypotheses >= 1 are needed")
+        if d.optimizer not in ("sgd", "adam") or not 0 <= d.momentum < 1:
+            raise VlocError(f"scr dsac: optimizer must be sgd or adam and 0 <= momentum < 1, got {d.optimizer!r}, "
+                            f"{d.momentum}")
+        if d.steps < 0 or d.refine_steps < 0 or d.coordinate_weight < 0 or min(d.images, d.hypotheses,
+                                                                              d.coordinate_batch) < 1:
+            raise VlocError("scr dsac: steps, refine_steps, coordinate_weight >= 0, images, hypotheses, "
+                            "coordinate_batch >= 1 are needed")
         if not min(d.lr, d.threshold_3d, d.threshold_px, d.softness, d.alpha, d.loss_clamp) > 0:
             raise VlocError("scr dsac: lr, threshold_3d, threshold_px, softness, alpha and loss_clamp must be > 0")
         check_ransac(self.ransac, "scr")
