@@ -246,15 +246,21 @@ def triple(text: str) -> tuple[float, float, float]:
     return v
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_room_arguments(ap: argparse.ArgumentParser, room_name: str = "the room's",
+                       trained: str = "the training's") -> None:
+    """The synthetic RGB-D room's options, shared with benchmarks/scr.py (same scene)."""
     ap.add_argument("--size", type=size, default=(320, 240), help="image size WxH (default 320x240)")
     ap.add_argument("--focal", type=float, help="focal length in px (default 250 at 320 px wide, scaled)")
-    ap.add_argument("--mapping", type=int, default=300, help="mapping frames of room A")
+    ap.add_argument("--mapping", type=int, default=300, help=f"mapping frames of {room_name[:-2]}")
     ap.add_argument("--queries", type=int, default=50)
-    ap.add_argument("--room", type=triple, default=(10.0, 8.0, 3.0), help="room A size x,y,height (m)")
+    ap.add_argument("--room", type=triple, default=(10.0, 8.0, 3.0), help=f"{room_name[:-2]} size x,y,height (m)")
     ap.add_argument("--layout", default="path", choices=["path", "cover"])
-    ap.add_argument("--seed", type=int, default=0, help="room A's seed (and the forest's)")
+    ap.add_argument("--seed", type=int, default=0, help=f"{room_name} seed (and {trained})")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_room_arguments(ap, "room A's", "the forest's")
     ap.add_argument("--trees", type=int, help="default: the config's")
     ap.add_argument("--samples", type=int, help="training pixels per frame (default: the config's)")
     ap.add_argument("--depth", type=int, help="tree depth (default: the config's)")

@@ -42,7 +42,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from forest import room, size, triple, write_json  # noqa: E402
+from forest import add_room_arguments, room, write_json  # noqa: E402
 
 from vloc.evaluation import markdown_table, query_result, summarize, thresholds_for, to_json  # noqa: E402
 from vloc.evaluation.report import plot_error_cdfs  # noqa: E402
@@ -235,13 +235,7 @@ def run_selection_study(args) -> int:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", type=size, default=(320, 240), help="image size WxH (default 320x240)")
-    ap.add_argument("--focal", type=float, help="focal length in px (default 250 at 320 px wide, scaled)")
-    ap.add_argument("--mapping", type=int, default=300, help="mapping frames")
-    ap.add_argument("--queries", type=int, default=50)
-    ap.add_argument("--room", type=triple, default=(10.0, 8.0, 3.0), help="room size x,y,height (m)")
-    ap.add_argument("--layout", default="path", choices=["path", "cover"])
-    ap.add_argument("--seed", type=int, default=0, help="the room's seed (and the training's)")
+    add_room_arguments(ap)
     ap.add_argument("--encoder", help="default: the config's")
     ap.add_argument("--steps", type=int, help="coordinate steps (default: the config's)")
     ap.add_argument("--passes", type=int, help="buffer passes (default: the config's)")
