@@ -149,3 +149,24 @@ def test_opencv_sift_and_rootsift_maps(fold, tmp_path):
         err = _errors(_localize_all(tmp_path / feat, fold.query))
         assert len(err) == len(fold.query) and np.median(err[:, 0]) < 0.01, feat
         assert err[:, 0].max() < 0.05, feat
+
+
+def test_aliked_map_matched_with_lightglue(fold, tmp_path, one_torch_thread):
+    """Map pairs matched by LightGlue (320 px, 512 ALIKED keypoints, 8 mapping images)."""
+    frames = list(fold.mapping)[:8]
+    config = MapConfig(features="aliked", resize_max=320, max_keypoints=512, matcher="lightglue")
+    manifest = vloc.build_map(frames, tmp_path / "lg", config, progress=False)
+    st = manifest["stats"]
+    assert manifest["config"]["map"]["matcher"] == "lightglue"
+    assert st["images"] == 8 and st["points"] > 300 and st["mean_reprojection_error"] < 1.0
+    assert st["verified_pairs"] >= 7
+    err = _errors(_localize_all(tmp_path / "lg", fold.query[:3]))
+    assert len(err) >= 2 and np.median(err[:, 0]) < 0.03 and err[:, 1].max() < 0.5     # 3 cm at 320 px
+
+
+def test_lightglue_map_needs_learned_features(fold, tmp_path):
+    with pytest.raises(vloc.VlocError, match="'lightglue' needs a map built with aliked .* this map has colmap-sift"):
+        vloc.build_map(list(fold.mapping), tmp_path / "m", MapConfig(matcher="lightglue"), progress=False)
+    assert not (tmp_path / "m").exists()
+    with pytest.raises(vloc.VlocError, match="matcher must be one of mnn-ratio, lightglue"):
+        MapConfig(matcher="superglue")

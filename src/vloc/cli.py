@@ -21,7 +21,7 @@ def _map_config(args):
     args.method = args.method or "structure"
     config_type = get_method(args.method).config_type
     overrides = {}
-    for key in ("features", "resize_max", "max_keypoints", "pairs", "points", "tile_size", "loss", "beta",
+    for key in ("features", "resize_max", "max_keypoints", "matcher", "pairs", "points", "tile_size", "loss", "beta",
                 "trunk", "epochs", "max_minutes"):
         v = getattr(args, key, None)
         if v is not None:
@@ -229,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--features", help="local features: colmap-sift (default), sift (OpenCV), rootsift, aliked, disk, xfeat")
         p.add_argument("--resize-max", type=int, help="longer image side for features (default 1600)")
         p.add_argument("--max-keypoints", type=int, help="keypoints per image (default 8192)")
+        p.add_argument("--matcher", choices=["mnn-ratio", "lightglue"],
+                       help="2D-2D matching of map image pairs: mutual NN + ratio (default) or LightGlue "
+                            "(aliked, disk)")
         p.add_argument("--pairs", choices=["auto", "exhaustive", "poses"])
         p.add_argument("--points", choices=["auto", "triangulate", "depth", "sfm"],
                        help="3D points from known poses, RGB-D depth, or SfM (default: auto)")

@@ -16,13 +16,19 @@ DIMS = {"aliked": 128, "disk": 128, "xfeat": 64}
 
 
 @pytest.fixture(scope="module")
-def crop():
-    """A 160x120 gray crop of a 320x240 render of the synthetic room."""
+def rgb_crop():
+    """A 160x120 RGB crop of a 320x240 render of the synthetic room."""
     cfg = S.SyntheticConfig(width=320, height=240, focal=250.0, n_mapping=24, n_query=6, seed=7)
     world = S.build_world(cfg)
     mapping, _ = S.scene_poses(cfg, world)
     rgb, _ = S.render(world, cfg.camera(), mapping[20])
-    return np.ascontiguousarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[60:180, 80:240])
+    return np.ascontiguousarray(rgb[60:180, 80:240])
+
+
+@pytest.fixture(scope="module")
+def crop(rgb_crop):
+    """The same crop in gray."""
+    return cv2.cvtColor(rgb_crop, cv2.COLOR_RGB2GRAY)
 
 
 def test_registered():
@@ -49,6 +55,19 @@ def test_contract_and_determinism(crop, name):
     g = make_extractor(name, max_keypoints=300).extract(np.repeat(crop[..., None], 3, axis=2), original)
     for a, b in zip((f.keypoints, f.descriptors, f.scores), (g.keypoints, g.descriptors, g.scores)):
         assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["aliked", "disk"])
+def test_colour_input_as_trained(rgb_crop, crop, name):
+    """ALIKED and DISK see RGB (as trained; maps and queries are read in colour for
+    them); with color=False, or for XFeat, an RGB image gives the grey image's features."""
+    from vloc.features.base import reads_color
+    colour, grey = make_extractor(name, max_keypoints=300), make_extractor(name, max_keypoints=300, color=False)
+    assert reads_color(colour) and not reads_color(grey) and not reads_color(make_extractor("xfeat"))
+    a, b = colour.extract(rgb_crop, (160, 120)), colour.extract(crop, (160, 120))
+    assert len(a) >= 50 and not np.array_equal(a.descriptors[:20], b.descriptors[:20])
+    c = grey.extract(rgb_crop, (160, 120))
+    assert np.array_equal(c.keypoints, b.keypoints) and np.array_equal(c.descriptors, b.descriptors)
 
 
 def test_scaling_to_the_original_image(crop):

@@ -27,6 +27,8 @@ class Features:
 
 
 class LocalExtractor(Protocol):
+    """`color_input` (optional, default False): whether map and query images are read
+    in colour for this extractor (see `reads_color`)."""
     name: str
 
     def extract(self, image: np.ndarray, original_size: tuple[int, int]) -> Features:
@@ -34,6 +36,11 @@ class LocalExtractor(Protocol):
         ...
 
     def config_dict(self) -> dict: ...
+
+
+def reads_color(extractor) -> bool:
+    """Whether images are read in colour (RGB) for `extractor`, else in grey."""
+    return bool(getattr(extractor, "color_input", False))
 
 
 def config_dict(cfg) -> dict:

@@ -24,6 +24,7 @@ class AlikedConfig:
     resize_max: int = 1024
     detection_threshold: float = 0.2   # score-map threshold; <= 0: the max_keypoints strongest maxima
     nms_radius: int = 2
+    color: bool = True                 # RGB input, as ALIKED was trained (False: grey)
     weights: str = ""                  # a .pth state dict instead of the packaged one
 
 
@@ -33,6 +34,7 @@ class DiskConfig:
     resize_max: int = 1024
     detection_threshold: float = 0.0   # on the heatmap logit (kornia's default)
     nms_window: int = 5
+    color: bool = True                 # RGB input, as DISK was trained (False: grey)
     weights: str = ""                  # DISK's checkpoint ({'extractor': ...}) or a plain state dict
 
 
@@ -54,10 +56,15 @@ class _Learned:
     def config_dict(self) -> dict:
         return {"name": self.name, **asdict(self.config)}
 
+    @property
+    def color_input(self) -> bool:
+        """Whether images should be read in colour for this extractor (XFeat: grey)."""
+        return getattr(self.config, "color", False)
+
     def extract(self, image: np.ndarray, original_size: tuple[int, int]) -> Features:
         import torch
-        from .torch_models import INFERENCE_LOCK, gray_tensor, to_original
-        x = gray_tensor(image)
+        from .torch_models import INFERENCE_LOCK, image_tensor, to_original
+        x = image_tensor(image, self.color_input)
         with INFERENCE_LOCK, torch.inference_mode():
             xy, desc, scores = self._detect(x)
         xy, desc, scores = (t.float().cpu().numpy() for t in (xy, desc, scores))

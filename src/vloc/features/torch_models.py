@@ -69,13 +69,24 @@ def _few(keys, n: int = 3) -> str:
 
 
 def gray_tensor(image: np.ndarray) -> torch.Tensor:
-    """(1, 1, H, W) float in [0, 1]. vloc reads map and query images in grayscale, so an
-    RGB array is converted too: map and query features then come from the same input."""
+    """(1, 1, H, W) float in [0, 1]. Extractors without colour input read map and query
+    images in grey, so an RGB array is converted too: map and query features then come
+    from the same input."""
     if image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     if image.dtype != np.uint8:
         raise VlocError(f"expected a uint8 image, got {image.dtype}")
     return torch.from_numpy(np.ascontiguousarray(image)).float().div_(255.0)[None, None]
+
+
+def image_tensor(image: np.ndarray, color: bool) -> torch.Tensor:
+    """(1, 3, H, W) from an RGB image when `color`, else `gray_tensor`; a grey image
+    stays (1, 1, H, W) (the networks broadcast it to three channels)."""
+    if not color or image.ndim == 2:
+        return gray_tensor(image)
+    if image.dtype != np.uint8:
+        raise VlocError(f"expected a uint8 image, got {image.dtype}")
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)[None]
 
 
 def to_original(xy_index: np.ndarray, image_hw: tuple[int, int], original_size) -> np.ndarray:

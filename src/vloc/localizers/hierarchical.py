@@ -177,14 +177,8 @@ def covisibility_clusters(names: list[str], image_points: dict[str, np.ndarray],
 
 
 def _lightglue_for(manifest: dict, config: HierarchicalConfig):
-    from ..matching.lightglue import LIGHTGLUE_FEATURES, LightGlueMatcher
-    ext = manifest["config"]["extractor"]
-    name = ext["name"]
-    if name not in LIGHTGLUE_FEATURES or ext.get("model") == "t16":
-        what = f"{name} ({ext.get('model')})" if name == "aliked" else name
-        raise VlocError(f"matcher 'lightglue' needs a map built with aliked (n16, n16rot, n32) or disk "
-                        f"features; this map has {what}: use matcher 'mnn-ratio' or rebuild the map")
-    return LightGlueMatcher(name, filter_threshold=config.lightglue_threshold)
+    from ..matching.lightglue import lightglue_for_extractor
+    return lightglue_for_extractor(manifest["config"]["extractor"], config.lightglue_threshold)
 
 
 class HierarchicalLocalizer:

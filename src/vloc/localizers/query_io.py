@@ -11,6 +11,7 @@ import numpy as np
 from ..errors import DataError
 from ..estimation import PoseConfig, PoseResult, estimate_absolute_pose, estimate_absolute_pose_unknown_focal
 from ..features import LocalExtractor, make_extractor
+from ..features.base import reads_color
 from ..imageio import read_image, resize_max
 from .base import Query
 
@@ -21,12 +22,13 @@ def extractor_from_manifest(manifest: dict) -> tuple[LocalExtractor, int]:
     return make_extractor(ext.pop("name"), **ext), ext["resize_max"]
 
 
-def read_query(query: Query, max_size: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """(image at most `max_size` on its longer side, original (width, height))."""
+def read_query(query: Query, max_size: int, color: bool = False) -> tuple[np.ndarray, tuple[int, int]]:
+    """(image at most `max_size` on its longer side, in grey unless `color`; original
+    (width, height))."""
     if query.image is not None:
         img, size = resize_max(query.image, max_size), (query.image.shape[1], query.image.shape[0])
     else:
-        img, size = read_image(query.image_path, grayscale=True, max_size=max_size)
+        img, size = read_image(query.image_path, grayscale=not color, max_size=max_size)
     if query.camera is not None and (query.camera.width, query.camera.height) != size:
         source = f"image {query.image_path}" if query.image is None else "image"
         raise DataError(f"query {query.name}: {source} is {size[0]}x{size[1]} but the camera says "
@@ -59,7 +61,7 @@ def query_features(query: Query, extractor: LocalExtractor, max_size: int, timin
     """Read and describe the query, adding 'read' and 'features' to `timings`.
     Returns (Features, original (width, height))."""
     t = time.perf_counter()
-    img, size = read_query(query, max_size)
+    img, size = read_query(query, max_size, reads_color(extractor))
     timings["read"] = time.perf_counter() - t
     t = time.perf_counter()
     feats = extractor.extract(img, size)

@@ -179,7 +179,7 @@ def model_from_observations(frames: list[Frame], obs: Observations, reader: Feat
 
 
 def triangulate_blocks(frames: list[Frame], pairs: list[tuple[int, int]], store: Path, config: MapConfig,
-                       work: Path, on_matches, progress: bool = True) -> tuple[Observations, dict]:
+                       work: Path, on_matches, progress: bool = True, lightglue=None) -> tuple[Observations, dict]:
     """Match and triangulate block by block; `on_matches(global_matches)` receives each
     block's verified matches (frame index pairs) to be written out."""
     from .build import match_pairs, triangulate
@@ -199,7 +199,7 @@ def triangulate_blocks(frames: list[Frame], pairs: list[tuple[int, int]], store:
             sub = [frames[g] for g in members]
             feats = {f.name: reader.features(f.name) for f in sub}
             t = time.perf_counter()
-            matches = match_pairs(sub, feats, [(local[i], local[j]) for i, j in own], config, True, progress)
+            matches = match_pairs(sub, feats, [(local[i], local[j]) for i, j in own], config, True, progress, lightglue)
             timings["matching"] += time.perf_counter() - t
             on_matches({(int(members[i]), int(members[j])): m for (i, j), m in matches.items()})
             n_matched += len(matches)

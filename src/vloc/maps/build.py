@@ -27,9 +27,10 @@ from .points import points_from_reconstruction, write_points
 
 
 def match_pairs(frames: list[Frame], feats: dict[str, Features], pairs, cfg: MapConfig,
-                use_poses: bool, progress: bool = True) -> dict[tuple[int, int], np.ndarray]:
-    """Mutual NN + ratio matches of each pair, geometrically verified. An image is
-    matched with all its partners at once (`match_mutual_ratio_many`)."""
+                use_poses: bool, progress: bool = True, lightglue=None) -> dict[tuple[int, int], np.ndarray]:
+    """Mutual NN + ratio matches of each pair (an image with all its partners at once,
+    `match_mutual_ratio_many`), or LightGlue's when a matcher is given; geometrically
+    verified."""
     partners: dict[int, list[int]] = {}
     for i, j in pairs:
         partners.setdefault(i, []).append(j)
@@ -37,7 +38,11 @@ def match_pairs(frames: list[Frame], feats: dict[str, Features], pairs, cfg: Map
     bar = progress_bar(None, "matching", progress, total=len(pairs))
     for i, js in partners.items():
         fi, a = frames[i], feats[frames[i].name]
-        matches = match_mutual_ratio_many(a.descriptors, [feats[frames[j].name].descriptors for j in js], cfg.ratio)
+        if lightglue is None:
+            matches = match_mutual_ratio_many(a.descriptors, [feats[frames[j].name].descriptors for j in js],
+                                              cfg.ratio)
+        else:
+            matches = [lightglue.match(a, feats[frames[j].name]) for j in js]
         # threshold given at extraction resolution -> original pixels
         scale = max(fi.camera.width, fi.camera.height) / min(cfg.resize_max, max(fi.camera.width, fi.camera.height))
         thr = cfg.epipolar_threshold * scale
@@ -92,19 +97,20 @@ def build_map(frames: list[Frame], out: Path, config: MapConfig = MapConfig(), s
     mode = _points_mode(frames, config)
     if mode in ("triangulate", "depth") and not all(f.has_pose for f in frames):
         raise DataError(f"points={mode} needs a pose for every mapping frame")
-    if mode == "triangulate" and features is None and len(frames) > config.block_images:
-        return _build_blocked(frames, out, config, source, overwrite, progress, save_index)
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
     extractor = make_extractor(config.features, resize_max=config.resize_max,
                                max_keypoints=config.max_keypoints, **config.feature_options)
+    lightglue = map_lightglue(extractor.config_dict(), config)    # a wrong matcher fails here
+    if mode == "triangulate" and features is None and len(frames) > config.block_images:
+        return _build_blocked(frames, out, config, source, overwrite, progress, save_index, lightglue)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
     if features is None:
         feats = _timed(timings, "features", lambda: _extract(extractor, frames, config, progress))
     else:
         feats = features
     pairs = select_pairs(frames, config.pairs, config.num_pairs, config.max_pair_angle)
     matches = _timed(timings, "matching",
-                     lambda: match_pairs(frames, feats, pairs, config, mode != "sfm", progress))
+                     lambda: match_pairs(frames, feats, pairs, config, mode != "sfm", progress, lightglue))
     with atomic_map_dir(out, overwrite) as tmp, tempfile.TemporaryDirectory() as work:
         work = Path(work)
         t = time.perf_counter()
@@ -137,6 +143,14 @@ def build_map(frames: list[Frame], out: Path, config: MapConfig = MapConfig(), s
         manifest = write_manifest(tmp, "structure", {"map": config.to_dict(), "extractor": extractor.config_dict()},
                                   source or {}, stats)
     return manifest
+
+
+def map_lightglue(extractor_config: dict, config: MapConfig):
+    """The LightGlue matcher of map option matcher=lightglue, else None."""
+    if config.matcher != "lightglue":
+        return None
+    from ..matching.lightglue import lightglue_for_extractor
+    return lightglue_for_extractor(extractor_config)
 
 
 def _extract(extractor, frames, cfg, progress):
@@ -180,7 +194,7 @@ def _write_pairs(map_dir: Path, frames, matches) -> None:
 
 
 def _build_blocked(frames, out: Path, config: MapConfig, source, overwrite: bool, progress: bool,
-                   save_index: bool) -> dict:
+                   save_index: bool, lightglue=None) -> dict:
     """A known-pose map triangulated block by block (maps/blocked.py); features on disk."""
     from ..features.store import FeatureReader
     from .blocked import map_points, model_from_observations, triangulate_blocks
@@ -193,7 +207,7 @@ def _build_blocked(frames, out: Path, config: MapConfig, source, overwrite: bool
         writer = PairWriter(tmp, frames)
         try:
             obs, info = triangulate_blocks(frames, pairs, tmp / "features.h5", config, Path(work),
-                                           writer.add, progress)
+                                           writer.add, progress, lightglue)
         finally:
             writer.close()
         t = time.perf_counter()

@@ -17,7 +17,8 @@ class MapConfig:
     pairs: str = "auto"                # auto | exhaustive | poses
     num_pairs: int = 20                # neighbours per image for pose-based pairs (above 40 images)
     max_pair_angle: float = 75.0       # degrees between optical axes for pose-based pairs
-    ratio: float = 0.8                 # Lowe's ratio for 2D-2D matching
+    matcher: str = "mnn-ratio"         # 2D-2D matching of map pairs: mnn-ratio | lightglue (aliked, disk)
+    ratio: float = 0.8                 # Lowe's ratio for 2D-2D matching (mnn-ratio)
     epipolar_threshold: float = 4.0    # px at extraction resolution, pose-based verification
     points: str = "auto"               # auto | triangulate | depth | sfm
     point_descriptors: str = "all"     # all (one per observation) | mean (one per point)
@@ -29,7 +30,8 @@ class MapConfig:
     def __post_init__(self):
         choices = {"pairs": ("auto", "exhaustive", "poses"),
                    "points": ("auto", "triangulate", "depth", "sfm"),
-                   "point_descriptors": ("all", "mean")}
+                   "point_descriptors": ("all", "mean"),
+                   "matcher": ("mnn-ratio", "lightglue")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise VlocError(f"map option {key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")

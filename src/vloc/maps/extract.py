@@ -13,16 +13,17 @@ import numpy as np
 from ..datasets import Frame
 from ..errors import DataError
 from ..features import Features, LocalExtractor, make_extractor
+from ..features.base import reads_color
 from ..imageio import read_image
 from ..progress import progress_bar
 
 _WORKER_EXTRACTOR: dict = {}
 
 
-def read_frame_image(frame: Frame, resize_max: int) -> tuple[np.ndarray, tuple[int, int]]:
+def read_frame_image(frame: Frame, resize_max: int, color: bool = False) -> tuple[np.ndarray, tuple[int, int]]:
     if frame.image_path is None:
         raise DataError(f"frame {frame.name} has no image")
-    img, size = read_image(frame.image_path, grayscale=True, max_size=resize_max)
+    img, size = read_image(frame.image_path, grayscale=not color, max_size=resize_max)
     if size != (frame.camera.width, frame.camera.height):
         raise DataError(f"image {frame.image_path} is {size[0]}x{size[1]} but its camera says "
                         f"{frame.camera.width}x{frame.camera.height}")
@@ -30,7 +31,7 @@ def read_frame_image(frame: Frame, resize_max: int) -> tuple[np.ndarray, tuple[i
 
 
 def extract_frame(extractor: LocalExtractor, frame: Frame, resize_max: int) -> Features:
-    return extractor.extract(*read_frame_image(frame, resize_max))
+    return extractor.extract(*read_frame_image(frame, resize_max, reads_color(extractor)))
 
 
 def _noop(_):
@@ -72,7 +73,7 @@ def extract_frames(extractor: LocalExtractor, frames: list[Frame], resize_max: i
         with ThreadPoolExecutor(max_workers=2) as decode:
             for start in range(0, len(frames), window):
                 chunk = frames[start:start + window]
-                images = [decode.submit(read_frame_image, f, resize_max) for f in chunk]
+                images = [decode.submit(read_frame_image, f, resize_max, reads_color(extractor)) for f in chunk]
                 futures = []
                 try:
                     for img in images:

@@ -53,6 +53,17 @@ def remap_release_keys(sd: dict) -> dict:
     return out
 
 
+def lightglue_for_extractor(extractor_config: dict, filter_threshold: float = 0.1) -> "LightGlueMatcher":
+    """The pretrained LightGlue for features described by an extractor's `config_dict()`
+    (a map manifest's `config.extractor`); a VlocError for features it has no weights for."""
+    name = extractor_config["name"]
+    if name not in LIGHTGLUE_FEATURES or extractor_config.get("model") == "t16":
+        what = f"{name} ({extractor_config.get('model')})" if name == "aliked" else name
+        raise VlocError(f"matcher 'lightglue' needs a map built with aliked (n16, n16rot, n32) or disk "
+                        f"features; this map has {what}: use matcher 'mnn-ratio' or those features")
+    return LightGlueMatcher(name, filter_threshold=filter_threshold)
+
+
 class LightGlueMatcher:
     """`match(feats0, feats1)` -> (K, 2) row indices of matched keypoints.
     Deterministic on the CPU; the network is built once per process and configuration."""
