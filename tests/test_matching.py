@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from vloc.datasets import Frame
 from vloc.geometry import Camera, Pose
@@ -87,3 +88,15 @@ def test_pairs_from_poses_prefers_near_cameras_looking_the_same_way():
     assert (0, 1) in pairs and (2, 3) in pairs and (0, 5) not in pairs
     assert not any(6 in p for p in pairs)
     assert len(select_pairs(frames, "exhaustive", 2, 75)) == 21
+
+
+def test_map_pairs_use_the_features_tuned_ratio():
+    from vloc.errors import VlocError
+    from vloc.maps.config import MapConfig
+    from vloc.matching.ratios import TUNED_RATIOS
+    assert MapConfig().pair_ratio == 0.8                                   # SIFT family
+    assert MapConfig(features="aliked").pair_ratio == TUNED_RATIOS["aliked"] == 1.0
+    assert MapConfig(features="xfeat").pair_ratio == 0.9
+    assert MapConfig(features="aliked", ratio=0.7).pair_ratio == 0.7        # an explicit ratio wins
+    with pytest.raises(VlocError, match="ratio must be in"):
+        MapConfig(ratio=1.5)

@@ -40,7 +40,7 @@ def match_pairs(frames: list[Frame], feats: dict[str, Features], pairs, cfg: Map
         fi, a = frames[i], feats[frames[i].name]
         if lightglue is None:
             matches = match_mutual_ratio_many(a.descriptors, [feats[frames[j].name].descriptors for j in js],
-                                              cfg.ratio)
+                                              cfg.pair_ratio)
         else:
             matches = [lightglue.match(a, feats[frames[j].name]) for j in js]
         # threshold given at extraction resolution -> original pixels

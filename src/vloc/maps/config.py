@@ -18,7 +18,8 @@ class MapConfig:
     num_pairs: int = 20                # neighbours per image for pose-based pairs (above 40 images)
     max_pair_angle: float = 75.0       # degrees between optical axes for pose-based pairs
     matcher: str = "mnn-ratio"         # 2D-2D matching of map pairs: mnn-ratio | lightglue (aliked, disk)
-    ratio: float = 0.8                 # Lowe's ratio for 2D-2D matching (mnn-ratio)
+    ratio: float = 0.0                 # Lowe's ratio for 2D-2D matching (mnn-ratio); 0: the feature's
+                                       # tuned ratio (matching/ratios.py: SIFT 0.8, ALIKED and DISK 1.0)
     epipolar_threshold: float = 4.0    # px at extraction resolution, pose-based verification
     points: str = "auto"               # auto | triangulate | depth | sfm
     point_descriptors: str = "all"     # all (one per observation) | mean (one per point)
@@ -39,8 +40,14 @@ class MapConfig:
             raise VlocError(f"resize_max must be >= 64, got {self.resize_max}")
         if self.block_images < 2:
             raise VlocError(f"block_images must be >= 2, got {self.block_images}")
-        if not 0 < self.ratio <= 1:
-            raise VlocError(f"ratio must be in (0, 1], got {self.ratio}")
+        if not 0 <= self.ratio <= 1:
+            raise VlocError(f"ratio must be in [0, 1] (0: the feature's tuned ratio), got {self.ratio}")
+
+    @property
+    def pair_ratio(self) -> float:
+        """The ratio used for map pairs: `ratio`, or the feature's tuned one."""
+        from ..matching.ratios import tuned_ratio
+        return self.ratio or tuned_ratio(self.features)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,0 +1,16 @@
+"""Lowe's ratio for mutual-nearest-neighbour 2D-2D matching, per local feature.
+
+Tuned by `benchmarks/ratios.py` on 47 real image pairs with ground-truth poses
+(docs/matching_thresholds.md): the largest ratio whose match precision stays >= 0.9.
+ALIKED and DISK keep that precision with the mutual check alone (1.0: no ratio test);
+XFeat 0.9. The SIFT family would get 0.85; it keeps 0.8 (precision 0.95), the
+ratio its core-benchmark figures were measured with."""
+from __future__ import annotations
+
+TUNED_RATIOS = {"aliked": 1.0, "disk": 1.0, "xfeat": 0.9}
+DEFAULT_RATIO = 0.8
+
+
+def tuned_ratio(features: str) -> float:
+    """The 2D-2D ratio for a registry name of local features."""
+    return TUNED_RATIOS.get(features, DEFAULT_RATIO)
