@@ -95,7 +95,8 @@ def test_map_pairs_use_the_features_tuned_ratio():
     from vloc.maps.config import MapConfig
     from vloc.matching.ratios import TUNED_RATIOS
     assert MapConfig().pair_ratio == 0.8                                   # SIFT family
-    assert MapConfig(features="aliked").pair_ratio == TUNED_RATIOS["aliked"] == 1.0
+    assert MapConfig(features="aliked").pair_ratio == TUNED_RATIOS["aliked"] == 0.9
+    assert MapConfig(features="disk").pair_ratio == 1.0
     assert MapConfig(features="xfeat").pair_ratio == 0.9
     assert MapConfig(features="aliked", ratio=0.7).pair_ratio == 0.7        # an explicit ratio wins
     with pytest.raises(VlocError, match="ratio must be in"):
