@@ -21,7 +21,7 @@ from vloc.estimation import PoseConfig
 from vloc.localizers.structure import StructureConfig
 from vloc.maps.config import MapConfig
 
-from scenes import LEARNED_REFERENCE, SCENES, default_data, load_scene, write_results
+from scenes import LEARNED_REFERENCE, SCENES, default_data, load_scene, map_config, write_results
 
 def headline_recall(summary: dict, relative: bool) -> float:
     key = "1%/5°" if relative else "5cm/5°"
@@ -88,11 +88,7 @@ def main(argv=None) -> int:
                     help="figures to check: issue 2's hloc (SIFT) or issue 7's hloc with ALIKED + LightGlue; "
                          "'learned' runs only the scenes that have that reference")
     args = ap.parse_args(argv)
-    extra = {}
-    for kv in args.map:
-        key, _, value = kv.partition("=")
-        extra[key] = type(getattr(MapConfig, key))(value)
-    config = MapConfig(features=args.features, **extra)
+    config = map_config(args.features, args.map)
     loc_config = StructureConfig(pose=PoseConfig(refine_loss=args.refine_loss))
     rows, out = [], []
     for rel, split, ref in SCENES:

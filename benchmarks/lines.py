@@ -11,6 +11,7 @@ made from, and the privacy / localization trade-off by sparsity.
    extent) and the localization recall of the same sparsified cloud; one plot.
 
     python benchmarks/lines.py [--data ../shared/data] [--scenes fountain ...] [--no-study] [--out benchmarks/out/lines]
+        [--features aliked] [--map resize_max=1024 ...]     (the point map's features and options)
 
 Writes lines.json, lines.md and sparsity.png into --out. Timings on a shared 2-core
 machine are upper bounds.
@@ -38,7 +39,7 @@ from vloc.maps.config import MapConfig
 from vloc.maps.mapdir import read_manifest
 from vloc.maps.points import read_points
 
-from scenes import SCENES, SYNTHETIC, default_data, load_scene, write_results
+from scenes import SCENES, SYNTHETIC, default_data, load_scene, map_config, write_results
 
 STUDY_SCENES = (SYNTHETIC, "nerf_fox")
 
@@ -47,7 +48,7 @@ def headline(preset: str) -> str:
     return "1%/5°" if preset == "relative" else "5cm/5°"
 
 
-def run_scene(data: Path, rel: str, split: str, work: Path, keep_map: bool) -> dict:
+def run_scene(data: Path, rel: str, split: str, work: Path, keep_map: bool, config: MapConfig = MapConfig()) -> dict:
     scene = load_scene(data, rel)
     preset, scale = default_preset(scene), scene.scale()
     ths = thresholds_for(preset, scale)
@@ -56,7 +57,7 @@ def run_scene(data: Path, rel: str, split: str, work: Path, keep_map: bool) -> d
     kept = None
     for k, fold in enumerate(scene.split(split)):
         smap, lmap = work / f"{k}-structure", work / f"{k}-lines"
-        build_map(list(fold.mapping), smap, MapConfig(), {"frames": [f.name for f in fold.mapping]}, progress=False)
+        build_map(list(fold.mapping), smap, config, {"frames": [f.name for f in fold.mapping]}, progress=False)
         convert_structure_map(smap, lmap, LineMapConfig())
         locs = {"structure": StructureLocalizer.load(smap), "lines": LineCloudLocalizer.load(lmap)}
         for frame in [f for f in fold.query if f.has_pose]:
@@ -110,13 +111,16 @@ def main(argv=None) -> int:
     ap.add_argument("--no-study", action="store_true", help="skip the sparsity study")
     ap.add_argument("--sparsity", type=float, nargs="+", default=list(DEFAULT_SPARSITIES))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/lines"))
+    ap.add_argument("--features", default=MapConfig.features, help="local features (default: %(default)s)")
+    ap.add_argument("--map", nargs="*", default=[], metavar="KEY=VALUE", help="other map options, e.g. resize_max=1024")
     args = ap.parse_args(argv)
+    config = map_config(args.features, args.map)
     rows, out, studies, study_rows = [], [], {}, {}
     with tempfile.TemporaryDirectory(prefix="vloc-lines-bench-") as tmp:
         for i, (rel, split, _ref) in enumerate(SCENES):
             if args.scenes and not any(s in rel for s in args.scenes):
                 continue
-            r = run_scene(args.data, rel, split, Path(tmp) / f"s{i}", keep_map=rel in STUDY_SCENES)
+            r = run_scene(args.data, rel, split, Path(tmp) / f"s{i}", keep_map=rel in STUDY_SCENES, config=config)
             rows.append(r["row"])
             print(f"{rel}: {r['row']}", file=sys.stderr, flush=True)
             if r["kept"] is not None and not args.no_study:
@@ -141,7 +145,7 @@ def main(argv=None) -> int:
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "lines.md").write_text(text + "\n")
-    write_results(args.out / "lines.json", {"map": MapConfig().to_dict(), "lines": LineMapConfig().to_dict()},
+    write_results(args.out / "lines.json", {"map": config.to_dict(), "lines": LineMapConfig().to_dict()},
                   {"scenes": out, "sparsity": studies})
     return 0
 

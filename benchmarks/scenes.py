@@ -40,6 +40,18 @@ LEARNED_REFERENCE = {
 }
 
 
+def map_config(features: str, options: list[str]):
+    """A MapConfig from --features and --map KEY=VALUE options (typed as the field's default)."""
+    from vloc.maps.config import MapConfig
+    extra = {}
+    for kv in options:
+        key, _, value = kv.partition("=")
+        if key not in MapConfig.__dataclass_fields__:
+            raise SystemExit(f"unknown map option {key!r}")
+        extra[key] = type(getattr(MapConfig, key))(value)
+    return MapConfig(features=features, **extra)
+
+
 def default_data() -> Path:
     return Path(__file__).resolve().parents[2] / "shared" / "data"
 
