@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from vloc._libs import cv2
-from vloc.datasets import synthetic as S
 from vloc.errors import VlocError
 from vloc.features import LOCAL_FEATURES, make_extractor
 from vloc.features.torch_models import to_original
@@ -16,13 +15,9 @@ DIMS = {"aliked": 128, "disk": 128, "xfeat": 64}
 
 
 @pytest.fixture(scope="module")
-def rgb_crop():
-    """A 160x120 RGB crop of a 320x240 render of the synthetic room."""
-    cfg = S.SyntheticConfig(width=320, height=240, focal=250.0, n_mapping=24, n_query=6, seed=7)
-    world = S.build_world(cfg)
-    mapping, _ = S.scene_poses(cfg, world)
-    rgb, _ = S.render(world, cfg.camera(), mapping[20])
-    return np.ascontiguousarray(rgb[60:180, 80:240])
+def rgb_crop(room_render):
+    """A 160x120 RGB crop of the 320x240 render of the synthetic room."""
+    return np.ascontiguousarray(room_render[60:180, 80:240])
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from vloc._libs import cv2
-from vloc.datasets import synthetic as S
 from vloc.errors import VlocError
 from vloc.features import make_extractor
 
@@ -13,13 +12,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def rgb_full():
-    """A 320x240 RGB render of the synthetic room (as in test_learned.py)."""
-    cfg = S.SyntheticConfig(width=320, height=240, focal=250.0, n_mapping=24, n_query=6, seed=7)
-    world = S.build_world(cfg)
-    mapping, _ = S.scene_poses(cfg, world)
-    rgb, _ = S.render(world, cfg.camera(), mapping[20])
-    return np.ascontiguousarray(rgb)
+def rgb_full(room_render):
+    return room_render
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from vloc._libs import cv2
-from vloc.datasets import synthetic as S
 from vloc.errors import VlocError
 from vloc.features import LOCAL_FEATURES, make_extractor
 from vloc.features.superpoint import SuperPoint, SuperPointConfig, _build_network, normalize_state_dict
@@ -26,13 +25,9 @@ def weights(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def image():
-    """A 160x120 gray crop of a 320x240 render of the synthetic room."""
-    cfg = S.SyntheticConfig(width=320, height=240, focal=250.0, n_mapping=24, n_query=6, seed=7)
-    world = S.build_world(cfg)
-    mapping, _ = S.scene_poses(cfg, world)
-    rgb, _ = S.render(world, cfg.camera(), mapping[20])
-    return np.ascontiguousarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[60:180, 80:240])
+def image(room_render):
+    """A 160x120 gray crop of the 320x240 render of the synthetic room."""
+    return np.ascontiguousarray(cv2.cvtColor(room_render, cv2.COLOR_RGB2GRAY)[60:180, 80:240])
 
 
 def test_state_dict_layout(weights):
