@@ -42,9 +42,9 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from forest import add_room_arguments, room, write_json  # noqa: E402
+from forest import add_room_arguments, room, row, write_json  # noqa: E402
 
-from vloc.evaluation import markdown_table, query_result, summarize, thresholds_for, to_json  # noqa: E402
+from vloc.evaluation import markdown_table, query_result, thresholds_for, to_json  # noqa: E402
 from vloc.evaluation.report import plot_error_cdfs  # noqa: E402
 from vloc.localizers import Query  # noqa: E402
 from vloc.localizers.scr import ScrLocalizer  # noqa: E402
@@ -99,25 +99,13 @@ def localize_all(loc: ScrLocalizer, frames, with_depth: bool) -> tuple[list, lis
     return results, cpu
 
 
-def row(label: str, results, cpu: list[float], scene, **extra) -> tuple[dict, dict]:
-    s = summarize(results, thresholds_for("indoor", scene.scale()))
-    t, r = s["median_translation_error"], s["median_rotation_error"]
-    return {"run": label, "queries": s["queries"], "failures": s["failures"],
-            "recall 5cm/5°": f"{100 * s['recall']['5cm/5°']:.0f} %",
-            "recall 2cm/2°": f"{100 * s['recall']['2cm/2°']:.0f} %",
-            "median t (cm)": None if t is None or not np.isfinite(t) else round(100 * t, 2),
-            "median r (°)": None if r is None or not np.isfinite(r) else round(r, 2),
-            "ms/query": round(1000 * s["median_seconds"], 1),
-            "CPU ms/query": round(1000 * float(np.median(cpu)), 1), **extra}, s
-
-
 def evaluate(label: str, loc: ScrLocalizer, queries, scene, extra: dict) -> tuple[list[dict], dict, dict]:
     """Rows for RGB-D and colour-only queries, their evaluations (per query: errors,
     inliers, reasons) as vloc's JSON, and the results per mode."""
     rows, docs, results = [], {}, {}
     for mode, with_depth in MODES:
         res, cpu = localize_all(loc, queries, with_depth)
-        r, s = row(f"{label}, {mode}", res, cpu, scene, **extra)
+        r, s = row(f"{label}, {mode}", res, scene, cpu, **extra)
         rows.append(r)
         results[mode] = res
         docs[f"{label}, {mode}"] = {**to_json(res, s, {"map": loc.config.to_dict()}, None,
