@@ -129,3 +129,9 @@ def test_evaluate_refuses_a_map_that_contains_the_queries(temple, small_map, cap
                     "are in the map")
     _one_line_error(capsys, 2, ["evaluate", str(small_map), str(temple.root), "--split", "leave-one-out", "-q"],
                     "folds but one map was given")
+
+
+def test_lightglue_map_matcher_needs_learned_features(temple, tmp_path, capsys):
+    _one_line_error(capsys, 2, ["map", str(temple.root), "-o", str(tmp_path / "m"), "--matcher", "lightglue", "-q"],
+                    "'lightglue' needs a map built with aliked")
+    assert not (tmp_path / "m").exists()
