@@ -165,13 +165,21 @@ def _round(x, digits):
 def beta_summary(runs: list[dict]) -> list[str]:
     """Per regression method: the β of the hand-tuned loss with the lowest median
     position error (and rotation error), beside the learned weighting; with several
-    seeds, each median is the mean over the seeds."""
+    seeds, each median is the mean over the seeds, given with its standard error, and
+    the learned weighting's position error as a multiple of the best β's."""
     import numpy as np
 
     def err(rs):
         t = [float("inf") if r["row"]["median t (m)"] is None else r["row"]["median t (m)"] for r in rs]
         q = [float("inf") if r["row"]["median r (°)"] is None else r["row"]["median r (°)"] for r in rs]
         return (round(float(np.mean(t)), 3), round(float(np.mean(q)), 2))
+
+    def text(rs):
+        t, q = err(rs)
+        if len(rs) < 2:
+            return f"({t} m, {q}°)"
+        se = np.std([r["row"]["median t (m)"] or np.inf for r in rs], ddof=1) / np.sqrt(len(rs))
+        return f"({t} ± {se:.3f} m, {q}°)"
 
     lines = []
     for method in REGRESSION:
@@ -184,10 +192,11 @@ def beta_summary(runs: list[dict]) -> list[str]:
         by_t, by_r = min(tuned, key=lambda b: err(tuned[b])), min(tuned, key=lambda b: err(tuned[b])[::-1])
         seeds = max(len(v) for v in tuned.values())
         line = (f"{method}, hand-tuned{f' (mean of {seeds} seeds)' if seeds > 1 else ''}: "
-                f"best β {by_t:g} by position {err(tuned[by_t])}, {by_r:g} by rotation {err(tuned[by_r])}")
+                f"best β {by_t:g} by position {text(tuned[by_t])}, {by_r:g} by rotation {text(tuned[by_r])}")
         learned = [r for r in runs if r["method"] == method and r["loss"] == "learned"]
         if learned:
-            line += f"; learned weighting: {err(learned)} (m, °)"
+            ratio = err(learned)[0] / err(tuned[by_t])[0] if err(tuned[by_t])[0] > 0 else float("nan")
+            line += f"; learned weighting: {text(learned)}, {ratio:.2f}x the best β's position error"
         lines.append(line)
     return lines
 
