@@ -5,6 +5,7 @@ and `scr-dsac` (the same head, then DSAC fine-tuning).
     python benchmarks/scr.py                       # 320x240, 300 mapping frames, 50 queries
     python benchmarks/scr.py --size 128x96 --mapping 40 --queries 8 --steps 300 --dsac-steps 40   # a quick check
     python benchmarks/scr.py --selection-study [--dsac-steps 150]
+    python benchmarks/scr.py --mapping-input rgb   # mapping frames without depth: reprojection loss, P3P DSAC
 
 The room is the one of benchmarks/forest.py (10 x 8 x 3 m, 320x240, 300 mapping frames on
 the two-loop path, 50 queries, seed 0), generated under --out or found there.
@@ -81,6 +82,17 @@ class Clock:
         return time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
+def mapping_frames(fold, args) -> list:
+    """The mapping frames; with --mapping-input rgb without their depth (the head is
+    then trained with the reprojection loss, DSAC with P3P hypotheses)."""
+    frames = list(fold.mapping)
+    return frames if args.mapping_input == "rgbd" else [replace(f, depth_path=None) for f in frames]
+
+
+def suffix(args) -> str:
+    return "" if args.mapping_input == "rgbd" else "_rgbmap"
+
+
 def load() -> str:
     return "load average " + ", ".join(f"{v:.1f}" for v in os.getloadavg()) + f" on {os.cpu_count()} cores"
 
@@ -137,7 +149,7 @@ def run_default(args) -> int:
     queries = [f for f in fold.query if f.has_pose]
     load_before = load()
     clock = Clock()
-    buf = cnn.build_buffer(list(fold.mapping), cfg)
+    buf = cnn.build_buffer(mapping_frames(fold, args), cfg)
     buffer_s = clock.read()
     head, hist = cnn.train_head(buf, cfg)
     tuned = copy.deepcopy(head)
@@ -175,10 +187,11 @@ def run_default(args) -> int:
                       f"{c['median_difference_cm']} cm, sign test p = {c['sign_test_p']}"
                       for mode, c in comparison.items()))
     png = plot_error_cdfs({label: res["RGB-D (Kabsch)"] for label, res in results.items()},
-                          args.out / f"{scene.name}_scr_rgbd.png", thresholds_for("indoor", scene.scale()),
+                          args.out / f"{scene.name}{suffix(args)}_scr_rgbd.png",
+                          thresholds_for("indoor", scene.scale()),
                           title=f"{scene.name}: RGB-D queries")
     print(f"PNG: {png}")
-    write_json(args.json or args.out / f"{scene.name}_scr.json", args,
+    write_json(args.json or args.out / f"{scene.name}{suffix(args)}_scr.json", args,
                {"config": cfg.to_dict(), "rows": rows, "paired": comparison, "evaluations": docs,
                 "buffer_seconds": buffer_s[0], "buffer_cpu_seconds": buffer_s[1],
                 "torch_threads": torch.get_num_threads(), "load": {"before": load_before, "after": load_after},
@@ -192,7 +205,7 @@ def run_selection_study(args) -> int:
     fold = scene.split("official")[0]
     queries = [f for f in fold.query if f.has_pose]
     load_before = load()
-    buf = cnn.build_buffer(list(fold.mapping), cfg)
+    buf = cnn.build_buffer(mapping_frames(fold, args), cfg)
     head, hist = cnn.train_head(buf, cfg)
     rows, docs, _ = evaluate("no fine-tuning", ScrLocalizer.from_head(head, cfg), queries, scene,
                              {"DSAC s": 0, "expected loss": None, "argmax loss": None, "max probability": None})
@@ -216,7 +229,7 @@ def run_selection_study(args) -> int:
           f"softmax), 'argmax loss' (the best-scored hypothesis'), 'max probability' (the largest selection "
           f"probability); losses are max(cm, deg). Machine: {load_before} before, {load()} after.\n")
     print(markdown_table(rows))
-    write_json(args.json or args.out / f"{scene.name}_selection.json", args,
+    write_json(args.json or args.out / f"{scene.name}{suffix(args)}_selection.json", args,
                {"config": cfg.to_dict(), "rows": rows, "evaluations": docs, "histories": histories})
     return 0
 
@@ -234,6 +247,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dsac-optimizer", choices=["sgd", "adam"], help=f"default {DsacConfig().optimizer}")
     ap.add_argument("--alpha", type=float, help=f"selection softmax scale (default {DsacConfig().alpha})")
     ap.add_argument("--min-inliers", type=int, help="RANSAC and PnP inliers needed (default: the config's)")
+    ap.add_argument("--mapping-input", choices=["rgbd", "rgb"], default="rgbd",
+                    help="mapping frames with depth (coordinate loss) or colour only (reprojection loss)")
     ap.add_argument("--selection-study", action="store_true", help="argmax vs soft-argmax vs probabilistic")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/scr"))

@@ -86,14 +86,16 @@ def cmd_localize(args) -> int:
     from .geometry import Camera
     from .localizers import Query
     camera = Camera.from_string(args.camera) if args.camera else None
+    depths = _depth_paths(args)
     localizer = load_localizer(args.map)
     prior_of = _prior_source(args, localizer)
     poses, records, failed = {}, [], 0
-    for path in args.images:
+    for path, depth in zip(args.images, depths):
         path = Path(path)
-        q = Query(path.name, image_path=path, camera=camera)
         t = time.perf_counter()
         try:
+            q = Query(path.name, image_path=path, camera=camera,
+                      depth=None if depth is None else _read_depth(depth, args.depth_scale))
             est = localizer.localize(q, prior_of(path))
         except DataError as e:          # a bad image fails this query, not the others
             from .localizers import Estimate
@@ -120,6 +122,28 @@ def cmd_localize(args) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(records, indent=2))
     return EXIT_SOME_FAILED if failed else 0
+
+
+def _depth_paths(args) -> list:
+    """Per image its depth image (--depth, in the images' order) or None."""
+    if not args.depth:
+        return [None] * len(args.images)
+    if len(args.depth) != len(args.images):
+        raise VlocError(f"--depth needs one depth image per query image: {len(args.images)} images, "
+                        f"{len(args.depth)} depth images")
+    if not args.depth_scale > 0:
+        raise VlocError(f"--depth-scale must be > 0, got {args.depth_scale}")
+    return [Path(d) for d in args.depth]
+
+
+def _read_depth(path: Path, scale: float):
+    """A depth image registered to its colour image, in metres (value x scale)."""
+    import cv2
+    import numpy as np
+    d = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if d is None or d.ndim != 2:
+        raise DataError(f"cannot read depth image {path} (a one-channel image is needed)")
+    return d.astype(np.float32) * scale
 
 
 def _prior_source(args, localizer):
@@ -224,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     def map_options(p):
         p.add_argument("--method",
                        help="structure (default; for evaluate with a map: the map's own), hierarchical, "
-                            "retrieval-top1, retrieval-interpolated, tiled, posenet, mapnet, lines")
+                            "retrieval-top1, retrieval-interpolated, tiled, posenet, mapnet, lines, "
+                            "forest, scr, scr-dsac")
         p.add_argument("--config", help="TOML file with map options ([map] table)")
         p.add_argument("--features", help="local features: colmap-sift (default), sift (OpenCV), rootsift, aliked, disk, xfeat")
         p.add_argument("--resize-max", type=int, help="longer image side for features (default 1600)")
@@ -260,6 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("map")
     p.add_argument("images", nargs="+")
     p.add_argument("--camera", help="'MODEL WIDTH HEIGHT PARAMS...' (COLMAP); unknown focal length if omitted")
+    p.add_argument("--depth", nargs="+", metavar="DEPTH",
+                   help="depth images registered to the query images, one per image in the same order "
+                        "(RGB-D queries: forest, scr, scr-dsac use them)")
+    p.add_argument("--depth-scale", type=float, default=0.001,
+                   help="depth value x this = metres (default 0.001: 16-bit millimetres)")
     p.add_argument("-o", "--output", help="pose file (name qw qx qy qz tx ty tz, world-to-camera)")
     p.add_argument("--json", help="per-query details as JSON")
     p.add_argument("--prior", help="position prior for every image: x,y,radius or x,y,z,radius (map units)")

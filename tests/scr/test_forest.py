@@ -259,3 +259,31 @@ def test_leaf_refitting_changes_leaves_not_splits(small_room, forest_map):
               for e, f in zip(results, fold.query)]
     assert np.median(errors) < 0.03                                       # measured: 1.8 cm
     assert all(np.array_equal(t.arrays()[k], old[k]) for t, old in zip(forest.trees, before) for k in splits)
+
+
+def test_cli_localize_with_depth_images(small_room, forest_map, tmp_path, capsys):
+    """`vloc localize --depth` gives each query its depth image: the forest's RGB-D
+    (Kabsch) pose, the same as through the API; a count mismatch is a one-line error."""
+    from vloc.cli import main
+    from vloc.evaluation import read_pose_file
+    from vloc.localizers.forest import ForestLocalizer
+    queries = list(small_room.split("official")[0].query)[:3]
+    poses = tmp_path / "poses.txt"
+    argv = ["localize", str(forest_map[0]), *[str(f.image_path) for f in queries], "--camera",
+            str(queries[0].camera), "--depth", *[str(f.depth_path) for f in queries],
+            "--depth-scale", str(queries[0].depth_scale), "-o", str(poses)]
+    main(argv)
+    est = read_pose_file(poses)
+    loc = ForestLocalizer.load(forest_map[0])
+    for f in queries:
+        ref = loc.localize(Query(f.name, image_path=f.image_path, camera=f.camera, depth=read_depth(f)))
+        assert ref.details["mode"] == "rgbd"
+        if ref.success:
+            assert np.allclose(est[f.image_path.name].center, ref.cam_from_world.center, atol=1e-6)
+        else:
+            assert f.image_path.name not in est
+    assert sum(pose_errors(est[k], f.cam_from_world)[0] < 0.05 for f in queries for k in est
+               if k == f.image_path.name) >= 2
+    capsys.readouterr()
+    assert main(argv[:argv.index("--depth") + 2] + ["-o", str(poses)]) == 2
+    assert "one depth image per query image: 3 images, 1 depth images" in capsys.readouterr().err
