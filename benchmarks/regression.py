@@ -98,8 +98,8 @@ def available(method: str) -> bool:
 def map_config(method: str, loss: str | None, args, beta: float | None = None, seed: int | None = None):
     from vloc.localizers.registry import get_method
     cfg = get_method(method).config_type()
-    wanted = {"loss": loss, "beta": beta, "seed": seed, "epochs": args.epochs, "max_minutes": args.train_minutes, "image_size": args.image_size,
-              "mapnet_weight": args.mapnet_weight}
+    wanted = {"loss": loss, "beta": beta, "seed": seed, "epochs": args.epochs, "max_minutes": args.train_minutes,
+              "image_size": args.image_size, "mapnet_weight": args.mapnet_weight, "trunk": args.trunk}
     fields = cfg.to_dict() if hasattr(cfg, "to_dict") else {}
     given = {k: v for k, v in wanted.items() if v is not None and k in fields}
     return type(cfg).from_dict({**fields, **given}) if given else cfg
@@ -221,6 +221,7 @@ def main(argv=None) -> int:
                     "whose regression errors are decimetres to metres, else the scene's own)")
     ap.add_argument("--epochs", type=int, help="pose regression training epochs (default: the config's)")
     ap.add_argument("--train-minutes", type=float, help="pose regression training budget per map (minutes)")
+    ap.add_argument("--trunk", choices=["resnet", "aliked"], help="pose regression trunk (default: the config's)")
     ap.add_argument("--mapnet-weight", type=float, help="mapnet: weight of the relative terms (default: the config's)")
     ap.add_argument("--image-size", type=int, help="pose regression input size (default: the config's)")
     ap.add_argument("--analyze", action="store_true",
