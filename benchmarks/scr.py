@@ -65,7 +65,8 @@ def scr_config(args) -> ScrConfig:
     base = ScrConfig().to_dict()
     dsac = {**base["dsac"], **{k: v for k, v in {"steps": args.dsac_steps, "images": args.dsac_images,
                                                  "lr": args.dsac_lr, "optimizer": args.dsac_optimizer,
-                                                 "alpha": args.alpha}.items() if v is not None}}
+                                                 "alpha": args.alpha,
+                                                 "exclude_frames": args.dsac_exclude}.items() if v is not None}}
     ransac = {**base["ransac"], **({"min_inliers": args.min_inliers} if args.min_inliers else {})}
     pnp = {**base["pnp"], **({"min_inliers": args.min_inliers} if args.min_inliers else {})}
     return ScrConfig.from_dict({**base, **{k: v for k, v in given.items() if v is not None},
@@ -245,6 +246,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dsac-images", type=int, help=f"images per DSAC step (default {DsacConfig().images})")
     ap.add_argument("--dsac-lr", type=float, help=f"DSAC learning rate (default {DsacConfig().lr})")
     ap.add_argument("--dsac-optimizer", choices=["sgd", "adam"], help=f"default {DsacConfig().optimizer}")
+    ap.add_argument("--dsac-exclude", type=int, help="DSAC images without the keys of their own frame and "
+                    "this many around it (default: the config's, -1 = none)")
     ap.add_argument("--alpha", type=float, help=f"selection softmax scale (default {DsacConfig().alpha})")
     ap.add_argument("--min-inliers", type=int, help="RANSAC and PnP inliers needed (default: the config's)")
     ap.add_argument("--mapping-input", choices=["rgbd", "rgb"], default="rgbd",

@@ -199,6 +199,26 @@ def test_fine_tuning_lowers_the_expected_loss(buffer, scr_map):
     assert buffer.candidates is None
 
 
+def test_query_like_candidates_skip_the_own_frame(buffer):
+    """With dsac.exclude_frames = 1 the DSAC images' rows get candidates from no key of
+    their own frame or the next one each way (as a query); other rows keep theirs."""
+    from vloc.scr import cnn
+    from vloc.scr.dsac import query_like_candidates, training_images
+    head = cnn.new_head(buffer, CONFIG).eval()
+    head.candidates = cnn.candidates(head, replace(buffer, candidates=None), CONFIG)
+    assert query_like_candidates(head, buffer, training_images(buffer), CONFIG) is None      # default -1
+    images = training_images(buffer)[:5]
+    cfg = replace(CONFIG, dsac=replace(CONFIG.dsac, exclude_frames=1))
+    out = query_like_candidates(head, buffer, images, cfg)
+    rows = torch.cat([torch.arange(buffer.rows(int(k)).start, buffer.rows(int(k)).stop) for k in images])
+    mask = torch.zeros(len(buffer), dtype=torch.bool)
+    mask[rows] = True
+    gap = (head.key_frames[out[rows].long()] - buffer.frame[rows, None]).abs()
+    assert (gap > 1).all() and out.shape == head.candidates.shape
+    assert (head.key_frames[head.candidates[rows].long()] == buffer.frame[rows, None]).any(1).float().mean() > 0.9
+    assert torch.equal(out[~mask], head.candidates[~mask])
+
+
 def test_scr_dsac_map(room, tmp_path):
     """The scr-dsac method trains, fine-tunes and says so in its manifest; a colour-only
     mapping frame is fine-tuned through P3P + Gauss-Newton hypotheses."""

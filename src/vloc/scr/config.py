@@ -109,6 +109,8 @@ class DsacConfig:
     coordinate_weight: float = 1.0     # each step also: this x the coordinate loss (cm) of buffer cells
     coordinate_batch: int = 2048       # ... on this many random cells
     loss_clamp: float = 100.0          # pose loss max(degrees, cm), clamped
+    exclude_frames: int = -1           # prototype head: DSAC images use no key of their own frame and of
+                                       # this many frames around it, as a query (-1: the training candidates)
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -180,6 +182,8 @@ class ScrConfig:
         if d.optimizer not in ("sgd", "adam") or not 0 <= d.momentum < 1:
             raise VlocError(f"scr dsac: optimizer must be sgd or adam and 0 <= momentum < 1, got {d.optimizer!r}, "
                             f"{d.momentum}")
+        if d.exclude_frames < -1:
+            raise VlocError(f"scr dsac exclude_frames must be >= -1, got {d.exclude_frames}")
         if d.steps < 0 or d.refine_steps < 0 or d.coordinate_weight < 0 or min(d.images, d.hypotheses,
                                                                               d.coordinate_batch) < 1:
             raise VlocError("scr dsac: steps, refine_steps, coordinate_weight >= 0, images, hypotheses, "

@@ -234,13 +234,15 @@ def dsac_loss(coords: torch.Tensor, sets: np.ndarray, R_true: torch.Tensor, t_tr
 
 
 # fine-tuning -------------------------------------------------------------------------
-def image_problem(head, buf, k: int, config: ScrConfig, rng):
+def image_problem(head, buf, k: int, config: ScrConfig, rng, candidates: torch.Tensor | None = None):
     """Buffer image k as a DSAC problem: predicted coordinates (with gradients), the
-    observations, minimal sets and the true pose."""
+    observations, minimal sets and the true pose (`candidates`: a prototype head's
+    candidates per buffer row in place of its training ones)."""
     rows = buf.rows(k)
     frame = int(buf.frame[rows.start])
     P = buf.cam_from_world[frame]
-    coords = head(*head_inputs(head, buf, rows))
+    features, cand = head_inputs(head, buf, rows)
+    coords = head(features, cand if candidates is None else candidates[rows])
     obs = {"focal": float(buf.focal[frame])}
     if buf.has_depth[frame]:
         obs["cam"] = buf.targets[rows] @ P[:, :3].T + P[:, 3]
@@ -259,6 +261,22 @@ def training_images(buf) -> np.ndarray:
     first = len(buf.has_depth)
     images = np.arange(first if buf.images > first else 0, buf.images)
     return images[np.diff(buf.starts)[images] >= MIN_CELLS]
+
+
+def query_like_candidates(head, buf, images: np.ndarray, config: ScrConfig) -> torch.Tensor | None:
+    """A prototype head's candidates for the rows of `images` without the keys of their
+    own mapping frame and the `dsac.exclude_frames` frames around it (as a query, which
+    has no key of its own); None when not asked for or not a prototype head."""
+    exclude = config.dsac.exclude_frames
+    if exclude < 0 or getattr(head, "key_frames", None) is None or getattr(head, "candidates", None) is None:
+        return None
+    out = head.candidates.clone()
+    rows = torch.cat([torch.arange(buf.rows(int(k)).start, buf.rows(int(k)).stop) for k in images])
+    with torch.no_grad():
+        for i in range(0, len(rows), 16384):
+            r = rows[i:i + 16384]
+            out[r] = head.search(buf.features[r], config.candidates, buf.frame[r], exclude).to(out.dtype)
+    return out
 
 
 def fine_tune(head, buf, config: ScrConfig, selection: str | None = None, progress: bool = True) -> dict:
@@ -292,19 +310,20 @@ def fine_tune(head, buf, config: ScrConfig, selection: str | None = None, progre
         raise VlocError(f"DSAC needs buffer images with >= {MIN_CELLS} cells; none has")
     n = min(cfg.images, len(pool))
     gen = torch.Generator().manual_seed(cfg.seed)
+    t0, c0 = time.perf_counter(), time.process_time()
+    query_like = query_like_candidates(head, buf, pool, config)
     head.train()
     params = [p for name, p in head.named_parameters() if name != "keys"]
     opt = (torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum) if cfg.optimizer == "sgd"
            else torch.optim.Adam(params, lr=cfg.lr))
     every = max(1, cfg.steps // 20)
     history, running, skipped = [], [], 0
-    t0, c0 = time.perf_counter(), time.process_time()
     bar = progress_bar(range(cfg.steps), f"DSAC fine-tuning ({selection or cfg.selection})", progress)
     for step in bar:
         total, peak, selected = 0.0, 0.0, 0.0
         opt.zero_grad()
         for k in rng.choice(pool, n, replace=False):
-            coords, sets, R, t, obs = image_problem(head, buf, int(k), config, rng)
+            coords, sets, R, t, obs = image_problem(head, buf, int(k), config, rng, query_like)
             loss, info = dsac_loss(coords, sets, R, t, cfg, selection=selection, **obs)
             if not torch.isfinite(loss):               # a degenerate image: skipped, counted
                 skipped += 1
