@@ -102,6 +102,8 @@ def test_config_from_dict_and_errors():
         ScrConfig(dsac=DsacConfig(optimizer="lbfgs"))
     with pytest.raises(VlocError, match="coordinate_weight >= 0"):
         ScrConfig(dsac=DsacConfig(coordinate_weight=-1))
+    with pytest.raises(VlocError, match="dsac exclude_frames must be >= -1"):
+        ScrConfig(dsac=DsacConfig(exclude_frames=-2))
 
 
 def test_buffer_cells_and_targets(room):
