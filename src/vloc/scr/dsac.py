@@ -272,10 +272,8 @@ def query_like_candidates(head, buf, images: np.ndarray, config: ScrConfig) -> t
         return None
     out = head.candidates.clone()
     rows = torch.cat([torch.arange(buf.rows(int(k)).start, buf.rows(int(k)).stop) for k in images])
-    with torch.no_grad():
-        for i in range(0, len(rows), 16384):
-            r = rows[i:i + 16384]
-            out[r] = head.search(buf.features[r], config.candidates, buf.frame[r], exclude).to(out.dtype)
+    with torch.no_grad():                                  # search() works in chunks
+        out[rows] = head.search(buf.features[rows], config.candidates, buf.frame[rows], exclude).to(out.dtype)
     return out
 
 
@@ -301,10 +299,10 @@ def fine_tune(head, buf, config: ScrConfig, selection: str | None = None, progre
     (0.56 -> 0.43 at SGD lr 1e-3) but not that of other training images or of the
     queries: the gradient fits the images it came from. With query-like candidates
     (`dsac.exclude_frames` 1: no key of the image's own frame) colour-only queries
-    went 2.60 -> 2.41 cm, still above the same compute of coordinate steps (1.87 cm). Returns a history (per 5 % of
-    the steps, means over the images: the expected loss, the loss of the best-scored
-    hypothesis and the largest selection probability, whatever the selection trained
-    on), wall and process CPU seconds."""
+    went 2.60 -> 2.41 cm, still above the same compute of coordinate steps (1.87 cm).
+    Returns a history (per 5 % of the steps, means over the images: the expected
+    loss, the loss of the best-scored hypothesis and the largest selection
+    probability, whatever the selection trained on), wall and process CPU seconds."""
     cfg = config.dsac
     rng = np.random.default_rng([cfg.seed, 2])
     pool = training_images(buf)
