@@ -85,6 +85,7 @@ def cmd_localize(args) -> int:
     from .evaluation import write_pose_file
     from .geometry import Camera
     from .localizers import Query
+    from .maps.depth import read_depth_image
     camera = Camera.from_string(args.camera) if args.camera else None
     depths = _depth_paths(args)
     localizer = load_localizer(args.map)
@@ -95,7 +96,7 @@ def cmd_localize(args) -> int:
         t = time.perf_counter()
         try:
             q = Query(path.name, image_path=path, camera=camera,
-                      depth=None if depth is None else _read_depth(depth, args.depth_scale))
+                      depth=None if depth is None else read_depth_image(depth, args.depth_scale))
             est = localizer.localize(q, prior_of(path))
         except DataError as e:          # a bad image fails this query, not the others
             from .localizers import Estimate
@@ -134,16 +135,6 @@ def _depth_paths(args) -> list:
     if not args.depth_scale > 0:
         raise VlocError(f"--depth-scale must be > 0, got {args.depth_scale}")
     return [Path(d) for d in args.depth]
-
-
-def _read_depth(path: Path, scale: float):
-    """A depth image registered to its colour image, in metres (value x scale)."""
-    import cv2
-    import numpy as np
-    d = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if d is None or d.ndim != 2:
-        raise DataError(f"cannot read depth image {path} (a one-channel image is needed)")
-    return d.astype(np.float32) * scale
 
 
 def _prior_source(args, localizer):

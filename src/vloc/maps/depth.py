@@ -15,11 +15,16 @@ from .colmap_db import known_pose_reconstruction
 from .config import MapConfig
 
 
+def read_depth_image(path, scale: float) -> np.ndarray:
+    """A one-channel depth image in metres (value x scale)."""
+    d = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if d is None or d.ndim != 2:
+        raise DataError(f"cannot read depth image {path} (a one-channel image is needed)")
+    return d.astype(np.float32) * scale
+
+
 def read_depth(frame: Frame) -> np.ndarray:
-    d = cv2.imread(str(frame.depth_path), cv2.IMREAD_UNCHANGED)
-    if d is None:
-        raise DataError(f"cannot read depth image {frame.depth_path}")
-    return d.astype(np.float32) * frame.depth_scale
+    return read_depth_image(frame.depth_path, frame.depth_scale)
 
 
 def keypoint_depth(depth: np.ndarray, kp: np.ndarray, camera, max_depth: float = 0.0) -> np.ndarray:
