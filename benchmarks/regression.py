@@ -170,16 +170,17 @@ def beta_summary(runs: list[dict]) -> list[str]:
     the learned weighting's position error as a multiple of the best β's."""
     import numpy as np
 
+    def values(rs, key):                          # a failed run's median counts as infinite
+        return [float("inf") if r["row"][key] is None else r["row"][key] for r in rs]
+
     def err(rs):
-        t = [float("inf") if r["row"]["median t (m)"] is None else r["row"]["median t (m)"] for r in rs]
-        q = [float("inf") if r["row"]["median r (°)"] is None else r["row"]["median r (°)"] for r in rs]
-        return (round(float(np.mean(t)), 3), round(float(np.mean(q)), 2))
+        return (round(float(np.mean(values(rs, "median t (m)"))), 3), round(float(np.mean(values(rs, "median r (°)"))), 2))
 
     def text(rs):
         t, q = err(rs)
         if len(rs) < 2:
             return f"({t} m, {q}°)"
-        se = np.std([r["row"]["median t (m)"] or np.inf for r in rs], ddof=1) / np.sqrt(len(rs))
+        se = np.std(values(rs, "median t (m)"), ddof=1) / np.sqrt(len(rs))
         return f"({t} ± {se:.3f} m, {q}°)"
 
     lines = []
