@@ -6,6 +6,7 @@ and `scr-dsac` (the same head, then DSAC fine-tuning).
     python benchmarks/scr.py --size 128x96 --mapping 40 --queries 8 --steps 300 --dsac-steps 40   # a quick check
     python benchmarks/scr.py --selection-study [--dsac-steps 150]
     python benchmarks/scr.py --mapping-input rgb   # mapping frames without depth: reprojection loss, P3P DSAC
+    python benchmarks/scr.py --depth-noise kinect  # mapping depth with Kinect v1 noise and disparity steps
 
 The room is the one of benchmarks/forest.py (10 x 8 x 3 m, 320x240, 300 mapping frames on
 the two-loop path, 50 queries, seed 0), generated under --out or found there.
@@ -65,7 +66,7 @@ def scr_config(args) -> ScrConfig:
     base = ScrConfig().to_dict()
     dsac = {**base["dsac"], **{k: v for k, v in {"steps": args.dsac_steps, "images": args.dsac_images,
                                                  "lr": args.dsac_lr, "optimizer": args.dsac_optimizer,
-                                                 "alpha": args.alpha,
+                                                 "alpha": args.alpha, "hypotheses": args.dsac_hypotheses,
                                                  "exclude_frames": args.dsac_exclude}.items() if v is not None}}
     ransac = {**base["ransac"], **({"min_inliers": args.min_inliers} if args.min_inliers else {})}
     pnp = {**base["pnp"], **({"min_inliers": args.min_inliers} if args.min_inliers else {})}
@@ -83,15 +84,53 @@ class Clock:
         return time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
-def mapping_frames(fold, args) -> list:
+# Kinect v1 depth (Khoshelham & Elberink, Sensors 2012): z = f b / d with f = 580 px and
+# b = 0.075 m, the disparity d measured in steps of 1/8 px; its random error (0.062 px)
+# gives their sigma_z = 1.425e-3 z^2 (m); the steps are z^2 / (8 f b) deep (2.6 cm at 3 m)
+KINECT_FB = 580.0 * 0.075
+KINECT_DISPARITY_SIGMA = 1.425e-3 * KINECT_FB
+
+
+def kinect_depth(depth: np.ndarray, rng) -> np.ndarray:
+    """Metric depth (0 = none) as a Kinect v1 would measure it: disparity noise, then
+    1/8 px disparity steps."""
+    valid = depth > 0
+    d = KINECT_FB / np.where(valid, depth, 1.0) + rng.normal(0.0, KINECT_DISPARITY_SIGMA, depth.shape)
+    d = np.round(d * 8) / 8
+    return np.where(valid & (d > 0), KINECT_FB / np.maximum(d, 1e-6), 0.0)
+
+
+def noisy_depth_frames(frames: list, out: Path, seed: int) -> list:
+    """The frames with their depth replaced by Kinect-like copies (16-bit mm PNGs under
+    `out`, made once per frame, seeded by the frame's position)."""
+    import cv2
+    out.mkdir(parents=True, exist_ok=True)
+    noisy = []
+    for i, f in enumerate(frames):
+        path = out / f"{Path(f.name).stem}.png"
+        if not path.is_file():
+            z = kinect_depth(read_depth(f).astype(np.float64), np.random.default_rng([seed, i]))
+            tmp = path.with_suffix(".tmp.png")
+            cv2.imwrite(str(tmp), np.clip(np.round(z * 1000), 0, 65535).astype(np.uint16))
+            tmp.replace(path)
+        noisy.append(replace(f, depth_path=path, depth_scale=0.001))
+    return noisy
+
+
+def mapping_frames(fold, args, scene_name: str = "") -> list:
     """The mapping frames; with --mapping-input rgb without their depth (the head is
-    then trained with the reprojection loss, DSAC with P3P hypotheses)."""
+    then trained with the reprojection loss, DSAC with P3P hypotheses); with
+    --depth-noise kinect with Kinect-like depth."""
     frames = list(fold.mapping)
-    return frames if args.mapping_input == "rgbd" else [replace(f, depth_path=None) for f in frames]
+    if args.mapping_input == "rgb":
+        return [replace(f, depth_path=None) for f in frames]
+    if args.depth_noise == "kinect":
+        return noisy_depth_frames(frames, args.out / "kinect_depth" / scene_name, args.seed)
+    return frames
 
 
 def suffix(args) -> str:
-    return "" if args.mapping_input == "rgbd" else "_rgbmap"
+    return ("" if args.mapping_input == "rgbd" else "_rgbmap") + ("_kinect" if args.depth_noise == "kinect" else "")
 
 
 def load() -> str:
@@ -150,7 +189,7 @@ def run_default(args) -> int:
     queries = [f for f in fold.query if f.has_pose]
     load_before = load()
     clock = Clock()
-    buf = cnn.build_buffer(mapping_frames(fold, args), cfg)
+    buf = cnn.build_buffer(mapping_frames(fold, args, scene.name), cfg)
     buffer_s = clock.read()
     head, hist = cnn.train_head(buf, cfg)
     tuned = copy.deepcopy(head)
@@ -206,7 +245,7 @@ def run_selection_study(args) -> int:
     fold = scene.split("official")[0]
     queries = [f for f in fold.query if f.has_pose]
     load_before = load()
-    buf = cnn.build_buffer(mapping_frames(fold, args), cfg)
+    buf = cnn.build_buffer(mapping_frames(fold, args, scene.name), cfg)
     head, hist = cnn.train_head(buf, cfg)
     rows, docs, _ = evaluate("no fine-tuning", ScrLocalizer.from_head(head, cfg), queries, scene,
                              {"DSAC s": 0, "expected loss": None, "argmax loss": None, "max probability": None})
@@ -244,6 +283,8 @@ def main(argv=None) -> int:
     ap.add_argument("--prototypes", type=int, help="prototypes of the head (default: the config's)")
     ap.add_argument("--dsac-steps", type=int, help=f"DSAC steps (default {DsacConfig().steps})")
     ap.add_argument("--dsac-images", type=int, help=f"images per DSAC step (default {DsacConfig().images})")
+    ap.add_argument("--dsac-hypotheses", type=int, help=f"minimal sets per DSAC image (default "
+                    f"{DsacConfig().hypotheses})")
     ap.add_argument("--dsac-lr", type=float, help=f"DSAC learning rate (default {DsacConfig().lr})")
     ap.add_argument("--dsac-optimizer", choices=["sgd", "adam"], help=f"default {DsacConfig().optimizer}")
     ap.add_argument("--dsac-exclude", type=int, help="DSAC images without the keys of their own frame and "
@@ -252,6 +293,8 @@ def main(argv=None) -> int:
     ap.add_argument("--min-inliers", type=int, help="RANSAC and PnP inliers needed (default: the config's)")
     ap.add_argument("--mapping-input", choices=["rgbd", "rgb"], default="rgbd",
                     help="mapping frames with depth (coordinate loss) or colour only (reprojection loss)")
+    ap.add_argument("--depth-noise", choices=["none", "kinect"], default="none",
+                    help="mapping frames' depth exact or as a Kinect v1 would measure it (queries keep theirs)")
     ap.add_argument("--selection-study", action="store_true", help="argmax vs soft-argmax vs probabilistic")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/scr"))
