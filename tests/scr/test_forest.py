@@ -198,11 +198,15 @@ def test_bad_input(small_room, tmp_path):
     from dataclasses import replace
     from vloc.localizers.forest import ForestLocalizer, build_forest_map
     frames = list(small_room.split("official")[0].mapping[:3])
-    with pytest.raises(DataError, match="needs depth in every mapping frame"):
-        build_forest_map([replace(frames[0], depth_path=None)] + frames[1:], tmp_path / "m", CONFIG)
+    with pytest.raises(DataError, match="needs depth in its mapping frames: none of 2"):
+        build_forest_map([replace(f, depth_path=None) for f in frames[:2]], tmp_path / "m", CONFIG)
     with pytest.raises(DataError, match="not registered"):
         build_forest_map([replace(frames[0], depth_registered=False)], tmp_path / "m", CONFIG)
     tiny = ForestConfig(trees=1, samples_per_frame=100, rgb_forest=False)
+    with pytest.warns(UserWarning, match="trains on the 2 mapping frames with depth; 1 without"):
+        manifest = build_forest_map([replace(frames[0], depth_path=None)] + frames[1:], tmp_path / "part", tiny,
+                                    progress=False)
+    assert manifest["stats"]["images"] == 2 and manifest["stats"]["without_depth"] == [frames[0].name]
     build_forest_map(frames, tmp_path / "m", tiny, progress=False)
     with pytest.raises(MapError, match="output exists"):
         build_forest_map(frames, tmp_path / "m", tiny)

@@ -7,6 +7,7 @@ colour-only forest's candidates that other trees agree with."""
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,15 +28,20 @@ __all__ = ["ForestConfig", "ForestLocalizer", "build_forest_map"]
 
 def build_forest_map(frames: list[Frame], out: Path, config: ForestConfig = ForestConfig(),
                      source: dict | None = None, overwrite: bool = False, progress: bool = True) -> dict:
-    """Train the forest(s) on the posed mapping frames (all need registered depth)."""
+    """Train the forest(s) on the posed mapping frames that have (registered) depth;
+    frames without depth are left out with a warning and listed in the manifest
+    (`without_depth`); none with depth is an error."""
     out = Path(out)
     if out.exists() and not overwrite:                # before training, not after
         raise MapError(f"output exists: {out} (use --overwrite to replace it)")
     frames = [f for f in frames if f.has_pose]
     missing = [f.name for f in frames if not f.has_depth]
+    if len(missing) == len(frames):
+        raise DataError(f"the forest needs depth in its mapping frames: none of {len(frames)} has any")
     if missing:
-        raise DataError(f"the forest needs depth in every mapping frame: {len(missing)} of {len(frames)} have "
-                        f"none (e.g. {missing[0]})")
+        warnings.warn(f"the forest trains on the {len(frames) - len(missing)} mapping frames with depth; "
+                      f"{len(missing)} without depth are left out (e.g. {missing[0]})", stacklevel=2)
+        frames = [f for f in frames if f.has_depth]
     t0, cpu0 = time.perf_counter(), time.process_time()
     data = TrainingSet.read(frames, config.max_size, config.max_depth, progress)
     timings = {"read": time.perf_counter() - t0}
@@ -45,7 +51,7 @@ def build_forest_map(frames: list[Frame], out: Path, config: ForestConfig = Fore
         forests[kind] = train_forest(data, kind, config, progress)
         timings[f"train_{kind}"] = time.perf_counter() - t
     h, w = data.images.colour.shape[1:3]
-    stats = {"images": len(frames), "working_size": [int(w), int(h)],
+    stats = {"images": len(frames), "without_depth": missing, "working_size": [int(w), int(h)],
              "samples_per_tree": int((data.images.depth > 0).reshape(len(frames), -1).sum(1)
                                      .clip(max=config.samples_per_frame).sum()),
              "forests": {k: f.stats() for k, f in forests.items()}, "timings": timings}
