@@ -346,7 +346,7 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    warnings.formatwarning = _one_line_warning      # a user's note, not a source location
+    previous, warnings.formatwarning = warnings.formatwarning, _one_line_warning   # a note, not a source line
     try:
         return args.func(args)
     except VlocError as e:
@@ -355,6 +355,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("vloc: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = previous
 
 
 if __name__ == "__main__":
