@@ -86,3 +86,19 @@ def test_console_script_runs_without_traceback(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr
     assert "no such file or directory" in r.stderr
+
+
+
+def test_library_warnings_print_as_one_line():
+    # in a child process: pytest records warnings instead of printing them
+    code = ("import warnings, vloc.cli as cli\n"
+            "def warn(args):\n"
+            "    warnings.warn('3 frames without depth are left out', stacklevel=2)\n"
+            "    return 0\n"
+            "cli.cmd_info = warn\n"
+            "before = warnings.formatwarning\n"
+            "assert cli.main(['info', 'anything']) == 0\n"
+            "assert warnings.formatwarning is before\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == "vloc: warning: 3 frames without depth are left out\n"
