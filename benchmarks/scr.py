@@ -104,6 +104,8 @@ def noisy_depth_frames(frames: list, out: Path, seed: int) -> list:
     """The frames with their depth replaced by Kinect-like copies (16-bit mm PNGs under
     `out`, made once per frame, seeded by the frame's position)."""
     import cv2
+
+    from vloc.datasets.synthetic.generate import DEPTH_SCALE, depth_to_png
     out.mkdir(parents=True, exist_ok=True)
     noisy = []
     for i, f in enumerate(frames):
@@ -111,9 +113,9 @@ def noisy_depth_frames(frames: list, out: Path, seed: int) -> list:
         if not path.is_file():
             z = kinect_depth(read_depth(f).astype(np.float64), np.random.default_rng([seed, i]))
             tmp = path.with_suffix(".tmp.png")
-            cv2.imwrite(str(tmp), np.clip(np.round(z * 1000), 0, 65535).astype(np.uint16))
+            cv2.imwrite(str(tmp), depth_to_png(z))
             tmp.replace(path)
-        noisy.append(replace(f, depth_path=path, depth_scale=0.001))
+        noisy.append(replace(f, depth_path=path, depth_scale=DEPTH_SCALE))
     return noisy
 
 
