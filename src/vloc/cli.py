@@ -113,7 +113,8 @@ def cmd_localize(args) -> int:
             if camera is None and est.camera is not None:
                 rec["estimated_camera"] = str(est.camera)
             focal = f", f={est.camera.fx:.1f}" if camera is None and est.camera else ""
-            print(f"{path}: OK  inliers {est.inliers}/{est.correspondences}{focal}  centre "
+            support = f"inliers {est.inliers}/{est.correspondences}" if est.correspondences else "no matches"
+            print(f"{path}: OK  {support}{focal}  centre "
                   f"{' '.join(f'{v:.4f}' for v in p.center)}  {dt:.2f} s")
         else:
             failed += 1

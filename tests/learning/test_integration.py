@@ -13,7 +13,7 @@ from vloc.localizers.regression import PoseRegressionConfig, RegressionLocalizer
 FAST = PoseRegressionConfig(image_size=48, epochs=2, batch_size=8, width=4, feature_dim=16)
 
 
-def test_build_map_load_localizer_and_bad_input(tiny_room, tmp_path):
+def test_build_map_load_localizer_and_bad_input(tiny_room, tmp_path, capsys):
     out = tmp_path / "posenet"
     manifest = vloc.build_map(tiny_room, out, FAST, method="posenet", split="official", progress=False)
     assert manifest["method"] == "posenet" and manifest["stats"]["images"] == 40
@@ -30,6 +30,8 @@ def test_build_map_load_localizer_and_bad_input(tiny_room, tmp_path):
     from vloc.imageio import read_image
     same = loc.localize(Query(q.name, image=read_image(q.image_path)[0], camera=q.camera))
     assert np.allclose(same.cam_from_world.center, est.cam_from_world.center, atol=1e-3)
+    assert main(["localize", str(out), str(q.image_path)]) == 0        # a regressed pose has no matches to count
+    assert f"{q.image_path}: OK  no matches  centre" in capsys.readouterr().out
     with pytest.raises(DataError, match="image not found"):
         loc.localize(Query("x", image_path=tmp_path / "missing.png"))
     with pytest.raises(DataError, match="camera says"):
