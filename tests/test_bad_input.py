@@ -135,3 +135,20 @@ def test_lightglue_map_matcher_needs_learned_features(temple, tmp_path, capsys):
     _one_line_error(capsys, 2, ["map", str(temple.root), "-o", str(tmp_path / "m"), "--matcher", "lightglue", "-q"],
                     "'lightglue' needs a map built with aliked")
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("method, toml, needle", [
+    ("scr", '[map]\nsteps = "many"\n', "config option map.steps must be an integer, got 'many'"),
+    ("scr", "steps = 1.5\n", "config option steps must be an integer, got 1.5"),
+    ("scr-dsac", '[map.dsac]\nlr = "1e-3"\n', "config option map.dsac.lr must be a number, got '1e-3'"),
+    ("scr-dsac", "[map]\ndsac = 3\n", "config option map.dsac must be a table ([map.dsac]), got 3"),
+    ("forest", '[map]\ntrees = "two"\n', "config option map.trees must be an integer"),
+    ("posenet", "[map]\naugment = 1\n", "config option map.augment must be true or false, got 1"),
+    ("structure", "[map]\nfeature_options = 5\n", "config option map.feature_options must be a table"),
+])
+def test_config_values_of_the_wrong_type(tmp_path, capsys, method, toml, needle):
+    config = tmp_path / "bad.toml"
+    config.write_text(toml)
+    _one_line_error(capsys, 2, ["map", str(tmp_path), "--method", method, "--config", str(config),
+                                "-o", str(tmp_path / "out")], needle)
+    assert not (tmp_path / "out").exists()

@@ -18,6 +18,8 @@ EXIT_SOME_FAILED = 3
 def _map_config(args):
     """The map config of the chosen method, from its defaults, a TOML file and flags."""
     import tomllib
+
+    from .config_types import check_config_types
     from .localizers.registry import get_method
     args.method = args.method or "structure"
     config_type = get_method(args.method).config_type
@@ -37,7 +39,9 @@ def _map_config(args):
             raise VlocError(f"config file not found: {args.config}") from None
         except tomllib.TOMLDecodeError as e:
             raise VlocError(f"bad TOML in {args.config}: {e}") from None
+        where = "map" if "map" in data else ""
         data = data.get("map", data)
+        check_config_types(config_type, data, where)
     return config_type.from_dict({**data, **overrides})
 
 
