@@ -222,3 +222,20 @@ def test_image_table_round_trip_and_bad_files(tmp_path):
     np.save(path, np.zeros((4, 8), np.float16))                     # a row short
     with pytest.raises(MapError, match="corrupt image table"):
         ImageTable.load(tmp_path)
+
+
+def test_evaluating_a_map_of_another_scene_warns(room, retrieval_map, tmp_path):
+    """The map's manifest names its scene; a map of another one is most likely a mistake."""
+    import shutil
+    from vloc.evaluation.run import evaluate
+    other = tmp_path / "other"
+    shutil.copytree(retrieval_map, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["source"]["scene"] = "another_room"
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.warns(UserWarning, match="built from scene 'another_room'; these queries are of"):
+        evaluate(room, "official", "retrieval-top1", map_dir=other, progress=False)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                  # its own map: no warning
+        evaluate(room, "official", "retrieval-top1", map_dir=retrieval_map, progress=False)

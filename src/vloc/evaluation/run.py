@@ -5,6 +5,7 @@ from __future__ import annotations
 import resource
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def evaluate(scene: Scene, split: str, method: str = "structure", map_config=Non
         if len(folds) > 1:
             raise DataError(f"split {split!r} has {len(folds)} folds but one map was given; "
                             "omit the map to build one per fold")
-        _check_no_leak(map_dir, folds[0])
+        _check_map_source(map_dir, scene, folds[0])
     m = get_method(method)
     if prior_radius is None and m.uses_prior:
         prior_radius = DEFAULT_PRIOR_RADIUS
@@ -122,10 +123,15 @@ def _source(scene: Scene, split: str, fold) -> dict:
             "fold": fold.name, "frames": [f.name for f in fold.mapping]}
 
 
-def _check_no_leak(map_dir: Path, fold) -> None:
-    """A query that is one of the map's own images would measure nothing."""
+def _check_map_source(map_dir: Path, scene: Scene, fold) -> None:
+    """A query that is one of the map's own images would measure nothing (an error); a
+    map of another scene is most likely the wrong map (a warning: it may be meant)."""
     from ..maps.mapdir import read_manifest
-    mapped = set(read_manifest(map_dir, verify="none").get("source", {}).get("frames", []))
+    source = read_manifest(map_dir, verify="none").get("source", {})
+    if source.get("scene") and source["scene"] != scene.name:
+        warnings.warn(f"map {map_dir} was built from scene {source['scene']!r}; these queries are of "
+                      f"{scene.name!r}", stacklevel=3)
+    mapped = set(source.get("frames", []))
     leaked = sorted(mapped & {f.name for f in fold.query})
     if leaked:
         raise DataError(f"{len(leaked)} query frame(s) of this split are in the map "
