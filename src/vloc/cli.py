@@ -19,7 +19,7 @@ def _map_config(args):
     """The map config of the chosen method, from its defaults, a TOML file and flags."""
     import tomllib
 
-    from .config_types import check_config_types
+    from .configs import check_config_types
     from .localizers.registry import get_method
     args.method = args.method or "structure"
     config_type = get_method(args.method).config_type
