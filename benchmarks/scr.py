@@ -66,7 +66,7 @@ def scr_config(args) -> ScrConfig:
     base = ScrConfig().to_dict()
     dsac = {**base["dsac"], **{k: v for k, v in {"steps": args.dsac_steps, "images": args.dsac_images,
                                                  "lr": args.dsac_lr, "optimizer": args.dsac_optimizer,
-                                                 "alpha": args.alpha, "hypotheses": args.dsac_hypotheses,
+                                                 "alpha": args.alpha, "hypotheses": args.dsac_hypotheses, "cells": args.dsac_cells,
                                                  "exclude_frames": args.dsac_exclude}.items() if v is not None}}
     ransac = {**base["ransac"], **({"min_inliers": args.min_inliers} if args.min_inliers else {})}
     pnp = {**base["pnp"], **({"min_inliers": args.min_inliers} if args.min_inliers else {})}
@@ -287,6 +287,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dsac-images", type=int, help=f"images per DSAC step (default {DsacConfig().images})")
     ap.add_argument("--dsac-hypotheses", type=int, help=f"minimal sets per DSAC image (default "
                     f"{DsacConfig().hypotheses})")
+    ap.add_argument("--dsac-cells", type=int, help="random cells per DSAC image (default: the config's, 0 = all)")
     ap.add_argument("--dsac-lr", type=float, help=f"DSAC learning rate (default {DsacConfig().lr})")
     ap.add_argument("--dsac-optimizer", choices=["sgd", "adam"], help=f"default {DsacConfig().optimizer}")
     ap.add_argument("--dsac-exclude", type=int, help="DSAC images without the keys of their own frame and "

@@ -199,13 +199,38 @@ def test_fine_tuning_lowers_the_expected_loss(buffer, scr_map):
     assert buffer.candidates is None
 
 
+def test_a_random_subset_of_cells(buffer):
+    """dsac.cells: each DSAC image is scored and trained on that many random cells of
+    it (distinct, all of the image's own rows); 0 keeps all; fewer than 16 is refused."""
+    from vloc.errors import VlocError
+    from vloc.scr.config import ScrConfig
+    from vloc.scr.dsac import image_problem, training_images
+    head = cnn_head(buffer)
+    k = int(training_images(buffer)[0])
+    rows = buffer.rows(k)
+    whole = image_problem(head, buffer, k, CONFIG, np.random.default_rng(0))
+    assert len(whole[0]) == rows.stop - rows.start > 40
+    cfg = replace(CONFIG, dsac=replace(CONFIG.dsac, cells=40))
+    coords, sets, R, t, obs = image_problem(head, buffer, k, cfg, np.random.default_rng(0))
+    assert coords.shape == (40, 3) and obs["cam"].shape == (40, 3) and sets.max() < 40
+    exact = buffer.targets[rows] @ R.T + t                      # the subset's camera points are its own rows'
+    assert all(torch.isclose(exact, c).all(1).any() for c in obs["cam"])
+    with pytest.raises(VlocError, match="cells must be 0"):
+        ScrConfig.from_dict({"dsac": {"cells": 8}})
+
+
+def cnn_head(buffer):
+    from vloc.scr import cnn
+    head = cnn.new_head(buffer, CONFIG).eval()
+    head.candidates = cnn.candidates(head, replace(buffer, candidates=None), CONFIG)
+    return head
+
+
 def test_query_like_candidates_skip_the_own_frame(buffer):
     """With dsac.exclude_frames = 1 the DSAC images' rows get candidates from no key of
     their own frame or the next one each way (as a query); other rows keep theirs."""
-    from vloc.scr import cnn
     from vloc.scr.dsac import query_like_candidates, training_images
-    head = cnn.new_head(buffer, CONFIG).eval()
-    head.candidates = cnn.candidates(head, replace(buffer, candidates=None), CONFIG)
+    head = cnn_head(buffer)
     assert query_like_candidates(head, buffer, training_images(buffer), CONFIG) is None      # default -1
     images = training_images(buffer)[:5]
     cfg = replace(CONFIG, dsac=replace(CONFIG.dsac, exclude_frames=1))

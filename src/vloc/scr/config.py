@@ -86,6 +86,7 @@ class ForestConfig:
 
 
 SELECTIONS = ("argmax", "soft-argmax", "probabilistic")
+MIN_DSAC_CELLS = 16                    # cells an image needs to be a DSAC training problem
 HEADS = ("prototypes", "mlp")
 
 
@@ -100,6 +101,7 @@ class DsacConfig:
     lr: float = 1e-4
     momentum: float = 0.9              # sgd
     hypotheses: int = 64               # minimal sets per image
+    cells: int = 0                     # random cells of each image that DSAC scores and trains (0: all)
     threshold_3d: float = 0.1          # metres: soft inlier threshold with depth
     threshold_px: float = 5.0          # pixels at the working size: soft inlier threshold without depth
     softness: float = 5.0              # sigmoid(softness * (1 - error / threshold))
@@ -184,6 +186,8 @@ class ScrConfig:
                             f"{d.momentum}")
         if d.exclude_frames < -1:
             raise VlocError(f"scr dsac exclude_frames must be >= -1, got {d.exclude_frames}")
+        if d.cells != 0 and d.cells < MIN_DSAC_CELLS:
+            raise VlocError(f"scr dsac cells must be 0 (all) or >= {MIN_DSAC_CELLS}, got {d.cells}")
         if d.steps < 0 or d.refine_steps < 0 or d.coordinate_weight < 0 or min(d.images, d.hypotheses,
                                                                               d.coordinate_batch) < 1:
             raise VlocError("scr dsac: steps, refine_steps, coordinate_weight >= 0, images, hypotheses, "

@@ -38,11 +38,11 @@ import torch
 from ..errors import VlocError
 from ..progress import progress_bar
 from .cnn import coordinate_loss, head_inputs
+from .config import MIN_DSAC_CELLS as MIN_CELLS
 from .config import DsacConfig, ScrConfig
 
 BEHIND = 1e4          # pixels: the reprojection error of a point behind the camera
 MIN_SUPPORT = 4.0     # soft inliers a hypothesis needs to be refit
-MIN_CELLS = 16        # cells an image needs to be a DSAC training problem
 # Gauss-Newton steps from P3P on a 4-point set: the gradient ignores the P3P start, so
 # the steps must converge (on a test problem: finite differences matched to 1e-7 after
 # 10 steps, to 4e-4 (relative) after 2 or 5: a set with an outlier converges slowly)
@@ -115,17 +115,19 @@ def gauss_newton(R, t, coords, rays, focal: float, weights=None, steps: int = 1,
         z = xc[..., 2]
         front = z > 1e-3
         zc = torch.where(front, z, torch.ones_like(z))
-        r = focal * (xc[..., :2] / zc[..., None] - rays)                           # (h, n, 2)
+        u, v, iz = xc[..., 0] / zc, xc[..., 1] / zc, 1 / zc
+        r = focal * (torch.stack([u, v], -1) - rays)                               # (h, n, 2)
         zero = torch.zeros_like(zc)
-        Jp = focal * torch.stack([torch.stack([1 / zc, zero, -xc[..., 0] / zc ** 2], -1),
-                                  torch.stack([zero, 1 / zc, -xc[..., 1] / zc ** 2], -1)], -2)
-        eye = torch.eye(3, dtype=R.dtype).expand(Jp.shape[:-2] + (3, 3))
-        J = Jp @ torch.cat([-_skew(xc), eye], -1)                                 # (h, n, 2, 6)
+        # d(u, v) / d(rotation increment w, translation): x_cam -> x_cam + w x x_cam + dt
+        J = focal * torch.stack([torch.stack([-u * v, 1 + u * u, -v, iz, zero, -u * iz], -1),
+                                 torch.stack([-(1 + v * v), u * v, u, zero, iz, -v * iz], -1)], -2)
         w = front.to(R.dtype) if weights is None else weights * front
-        H = (w[..., None, None] * J.mT @ J).sum(-3)
+        J = J.flatten(-3, -2)                                                       # (h, 2n, 6)
+        Jw = J * w.repeat_interleave(2, -1)[..., None]
+        H = Jw.mT @ J
         scale = H.diagonal(dim1=-2, dim2=-1).mean(-1) + 1.0                     # damping relative to H
         H = H + (damping * scale)[..., None, None] * torch.eye(6, dtype=R.dtype)
-        g = (w[..., None] * (J.mT @ r[..., None])[..., 0]).sum(-2)
+        g = (Jw.mT @ r.flatten(-2)[..., None])[..., 0]
         delta = -torch.linalg.solve(H, g)
         dR = torch.linalg.matrix_exp(_skew(delta[..., :3]))
         R, t = dR @ R, (dR @ t[..., None])[..., 0] + delta[..., 3:]
@@ -240,6 +242,9 @@ def image_problem(head, buf, k: int, config: ScrConfig, rng, candidates: torch.T
     candidates per buffer row in place of its training ones)."""
     rows = buf.rows(k)
     frame = int(buf.frame[rows.start])
+    if 0 < config.dsac.cells < rows.stop - rows.start:         # a random subset of the image's cells
+        rows = torch.from_numpy(np.sort(rng.choice(np.arange(rows.start, rows.stop), config.dsac.cells,
+                                                   replace=False)))
     P = buf.cam_from_world[frame]
     features, cand = head_inputs(head, buf, rows)
     coords = head(features, cand if candidates is None else candidates[rows])
