@@ -163,7 +163,7 @@ def _prior_source(args, localizer):
 def cmd_evaluate(args) -> int:
     from .datasets import Scene
     from .evaluation import summary_row, markdown_table, to_json, versions, write_report
-    from .evaluation.report import dumps
+    from .evaluation.report import dumps, failure_summary
     from .evaluation.run import evaluate
     if len(args.paths) == 2:
         map_dir, data = args.paths
@@ -183,6 +183,9 @@ def cmd_evaluate(args) -> int:
     run.meta["map"] = str(map_dir) if map_dir else None
     row = summary_row(run.summary, run.meta["preset"], run.meta["scene_scale"])
     print(markdown_table([{"scene": scene.name, "method": args.method, "split": args.split, **row}]))
+    reasons = failure_summary(run.results)
+    if reasons:
+        print("failed queries:\n  " + "\n  ".join(reasons))
     vers = versions()
     if args.json:
         doc = to_json(run.results, run.summary, run.config, vers, run.meta)

@@ -170,3 +170,16 @@ def test_versions():
     for k in ("vloc", "python", "numpy", "opencv", "pycolmap", "poselib", "faiss", "torch"):
         assert k in v
     assert v["vloc"] and v["numpy"] == np.__version__
+
+
+def test_failure_summary_groups_reasons_by_wording(results):
+    from vloc.evaluation.report import failure_summary
+    fail = [QueryResult(f"q{i}.png", False, math.inf, math.inf, 0.1, reason=reason) for i, reason in enumerate([
+        "too few inliers (10 of 1200 matches, need 40)", "too few inliers (12 of 900 matches, need 40)",
+        "image not found: q2.png", "too few inliers (9 of 1200 matches, need 40)", None, "no depth", "blur"])]
+    lines = failure_summary(results + fail)
+    assert lines == ["3 x too few inliers (10 of 1200 matches, need 40) (e.g. q0.png)",
+                     "2 x too few inliers | pnp (e.g. seq/frame 2.png)",
+                     "1 x image not found: q2.png (e.g. q2.png)", "3 x other reasons"]
+    assert failure_summary(results[:2]) == []                           # no failure, no line
+    assert failure_summary(fail[4:5]) == ["1 x no reason given (e.g. q4.png)"]

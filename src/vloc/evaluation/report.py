@@ -29,6 +29,7 @@ import json
 import math
 import os
 import platform
+import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -382,6 +383,20 @@ def summary_row(summary: Mapping, preset: str | None = None,
     return row
 
 
+def failure_summary(results: Sequence[QueryResult], most: int = 3) -> list[str]:
+    """The commonest failure reasons, a line each: how many failures give a reason of the
+    same wording (numbers aside), an example of it and its query."""
+    groups: dict[str, list[QueryResult]] = {}
+    for r in results:
+        if not r.success:
+            groups.setdefault(re.sub(r"\d+(\.\d+)?", "#", r.reason or ""), []).append(r)
+    ranked = sorted(groups.values(), key=len, reverse=True)
+    lines = [f"{len(g)} x {g[0].reason or 'no reason given'} (e.g. {g[0].name})" for g in ranked[:most]]
+    if len(ranked) > most:
+        lines.append(f"{sum(map(len, ranked[most:]))} x other reasons")
+    return lines
+
+
 def render_markdown(results: Sequence[QueryResult], summary: Mapping,
                     meta: Mapping | None = None) -> str:
     """report.md: a summary table, per-stage median timings, then one row per query."""
@@ -399,6 +414,9 @@ def render_markdown(results: Sequence[QueryResult], summary: Mapping,
     out += ["## Summary", "", markdown_table([summary_row(summary, preset, scale)])]
     out.append("Failures count as infinite errors: medians are over all queries and a failure "
                "is a miss at every threshold.\n")
+    reasons = failure_summary(results)
+    if reasons:
+        out += ["Failure reasons:", "", *(f"- {line}" for line in reasons), ""]
     timings = summary.get("median_timings") or {}
     if timings:
         out += ["## Median time per stage", "",
