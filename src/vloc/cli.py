@@ -94,6 +94,8 @@ def cmd_localize(args) -> int:
     camera = Camera.from_string(args.camera) if args.camera else None
     depths = _depth_paths(args)
     localizer = load_localizer(args.map)
+    if args.depth:
+        _warn_unused_depth(args.map)
     prior_of = _prior_source(args, localizer)
     poses, records, failed = {}, [], 0
     for path, depth in zip(args.images, depths):
@@ -129,6 +131,16 @@ def cmd_localize(args) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(records, indent=2))
     return EXIT_SOME_FAILED if failed else 0
+
+
+def _warn_unused_depth(map_dir) -> None:
+    """--depth given for a map whose method localizes from colour alone."""
+    import warnings
+
+    from .localizers.registry import map_method
+    method = map_method(map_dir)
+    if not method.uses_depth:
+        warnings.warn(f"method {method.name} localizes from colour alone: --depth is ignored", stacklevel=2)
 
 
 def _depth_paths(args) -> list:
@@ -172,9 +184,8 @@ def cmd_evaluate(args) -> int:
     else:
         raise VlocError("usage: vloc evaluate [MAP] DATA --split NAME")
     if args.method is None and map_dir is not None:        # the map's own method
-        from .maps.mapdir import read_manifest
-        made = read_manifest(map_dir, verify="none").get("method", "structure")
-        args.method = "retrieval-top1" if made == "retrieval" else made
+        from .localizers.registry import map_method
+        args.method = map_method(map_dir).name
     scene = Scene.load(data, args.format)
     config = _map_config(args)
     run = evaluate(scene, args.split, args.method, config, map_dir=map_dir, preset=args.preset,

@@ -32,6 +32,8 @@ def test_build_map_load_localizer_and_bad_input(tiny_room, tmp_path, capsys):
     assert np.allclose(same.cam_from_world.center, est.cam_from_world.center, atol=1e-3)
     assert main(["localize", str(out), str(q.image_path)]) == 0        # a regressed pose has no matches to count
     assert f"{q.image_path}: OK  no matches  centre" in capsys.readouterr().out
+    with pytest.warns(UserWarning, match="method posenet localizes from colour alone: --depth is ignored"):
+        assert main(["localize", str(out), str(q.image_path), "--depth", str(q.depth_path)]) == 0
     with pytest.raises(DataError, match="image not found"):
         loc.localize(Query("x", image_path=tmp_path / "missing.png"))
     with pytest.raises(DataError, match="camera says"):

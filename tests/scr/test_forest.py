@@ -276,7 +276,10 @@ def test_cli_localize_with_depth_images(small_room, forest_map, tmp_path, capsys
     argv = ["localize", str(forest_map[0]), *[str(f.image_path) for f in queries], "--camera",
             str(queries[0].camera), "--depth", *[str(f.depth_path) for f in queries],
             "--depth-scale", str(queries[0].depth_scale), "-o", str(poses)]
-    main(argv)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*--depth is ignored")     # the forest uses depth
+        main(argv)
     est = read_pose_file(poses)
     loc = ForestLocalizer.load(forest_map[0])
     for f in queries:

@@ -112,10 +112,15 @@ def get_method(name: str) -> Method:
     return METHODS[name]()
 
 
+def map_method(map_dir) -> Method:
+    """The method a map was built for (its manifest says; a retrieval map serves top-1 by
+    default)."""
+    from ..maps.mapdir import read_manifest
+    method = read_manifest(map_dir, verify="none").get("method", "structure")
+    return get_method("retrieval-top1" if method == "retrieval" else method)
+
+
 def load_localizer(map_dir, config=None):
     """Load whatever localizer a map was built for (read from its manifest)."""
-    from ..maps.mapdir import read_manifest
-    manifest = read_manifest(map_dir, verify="none")
-    method = manifest.get("method", "structure")
-    m = get_method("retrieval-top1" if method == "retrieval" else method)
+    m = map_method(map_dir)
     return m.load(map_dir, config) if config is not None else m.load(map_dir)
