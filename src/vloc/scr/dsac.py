@@ -305,6 +305,10 @@ def fine_tune(head, buf, config: ScrConfig, selection: str | None = None, progre
     queries: the gradient fits the images it came from. With query-like candidates
     (`dsac.exclude_frames` 1: no key of the image's own frame) colour-only queries
     went 2.60 -> 2.41 cm, still above the same compute of coordinate steps (1.87 cm).
+    Mapping without depth (P3P hypotheses, query-like candidates): 150 steps took the
+    head from 10.3 to 9.4 cm in 90 s of CPU, the same CPU time of coordinate steps to
+    7.4 cm; 300 steps gave 10.3 cm (6.0 cm). `dsac.cells` 256 halves a step's cost;
+    300 such steps gave 10.1 cm (7.2 cm; benchmarks/RESULTS.md has the details).
     Returns a history (per 5 % of the steps, means over the images: the expected
     loss, the loss of the best-scored hypothesis and the largest selection
     probability, whatever the selection trained on), wall and process CPU seconds."""
