@@ -152,3 +152,37 @@ def test_config_values_of_the_wrong_type(tmp_path, capsys, method, toml, needle)
     _one_line_error(capsys, 2, ["map", str(tmp_path), "--method", method, "--config", str(config),
                                 "-o", str(tmp_path / "out")], needle)
     assert not (tmp_path / "out").exists()
+
+
+def test_overwrite_replaces_a_map_or_an_empty_folder_only(tmp_path):
+    """--overwrite must not delete what a mistyped -o points at."""
+    from vloc.errors import MapError
+    from vloc.maps.mapdir import atomic_map_dir
+    old_map, empty, photos, a_file = (tmp_path / n for n in ("old_map", "empty", "photos", "file.txt"))
+    old_map.mkdir()
+    (old_map / "manifest.json").write_text('{"format": "vloc-map", "version": 1}')
+    empty.mkdir()
+    photos.mkdir()
+    (photos / "holiday.jpg").write_bytes(b"not a map")
+    a_file.write_text("x")
+    for out in (old_map, empty):
+        with atomic_map_dir(out, overwrite=True) as tmp:
+            (tmp / "new").write_text("new")
+        assert [p.name for p in out.iterdir()] == ["new"]
+    for out in (photos, a_file):
+        with pytest.raises(MapError, match="neither a vloc map nor an empty folder: not replaced"):
+            with atomic_map_dir(out, overwrite=True):
+                pass
+    assert (photos / "holiday.jpg").read_bytes() == b"not a map" and a_file.read_text() == "x"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "file.txt", "old_map", "photos"]
+
+
+def test_demo_refuses_an_out_it_would_have_to_delete(tmp_path, capsys):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    _one_line_error(capsys, 2, ["demo", "--out", str(a_file), "-q"], "exists and is not a folder")
+    (tmp_path / "mine" / "scene").mkdir(parents=True)
+    (tmp_path / "mine" / "scene" / "data.txt").write_text("keep me")
+    _one_line_error(capsys, 2, ["demo", "--out", str(tmp_path / "mine"), "-q"],
+                    "is not a vloc synthetic scene: give another --out")
+    assert (tmp_path / "mine" / "scene" / "data.txt").read_text() == "keep me"

@@ -288,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="map directory to write")
     p.add_argument("--split", default="all", help="split whose mapping frames to use (default: all)")
     p.add_argument("--fold", type=int, default=0, help="fold of the split (leave-one-out)")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the output if it is a vloc map (or an empty folder)")
     map_options(p)
     p.set_defaults(func=cmd_map)
 
@@ -342,7 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--neighbours", type=int, default=0,
                    help="attack: nearest lines per line (default 0: 5 %% of the lines, 20 to 500)")
     p.add_argument("--max-queries", type=int, help="localize at most this many queries")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the output if it is a vloc map (or an empty folder)")
     p.add_argument("--config", help="TOML file with map options ([map] table)")
     p.add_argument("--features", help="local features (default colmap-sift)")
     p.add_argument("--resize-max", type=int, help="longer image side for features (default 1600)")

@@ -11,12 +11,15 @@ from pathlib import Path
 
 def run_demo(out: str | None = None, quick: bool = False, progress: bool = True) -> int:
     from .api import build_map
-    from .datasets.synthetic import SyntheticConfig, generate_scene
+    from .datasets.synthetic import SyntheticConfig
+    from .errors import VlocError
     from .evaluation import markdown_table, summary_row, write_report
     from .evaluation.run import evaluate
     from .maps.config import MapConfig
 
     root = Path(out) if out else Path(tempfile.mkdtemp(prefix="vloc-demo-"))
+    if root.exists() and not root.is_dir():
+        raise VlocError(f"--out {root} exists and is not a folder")
     root.mkdir(parents=True, exist_ok=True)
     cfg = SyntheticConfig(n_mapping=24, n_query=8) if quick else SyntheticConfig()
     try:
@@ -24,9 +27,7 @@ def run_demo(out: str | None = None, quick: bool = False, progress: bool = True)
         scene_dir = root / "scene"
         print(f"1/3 rendering the synthetic room: {cfg.n_mapping} mapping + {cfg.n_query} query frames "
               f"at {cfg.width}x{cfg.height} -> {scene_dir}")
-        if scene_dir.exists():
-            shutil.rmtree(scene_dir)
-        scene = generate_scene(scene_dir, cfg)
+        scene = _demo_scene(scene_dir, cfg)
         t1 = time.perf_counter()
         map_dir = root / "map"
         print(f"2/3 building the structure map (local features, 3D points from the known poses and depth) -> {map_dir}")
@@ -53,3 +54,17 @@ def run_demo(out: str | None = None, quick: bool = False, progress: bool = True)
     finally:
         if out is None:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _demo_scene(scene_dir: Path, cfg):
+    """The demo room in `scene_dir`: kept when it is already there, re-rendered over an
+    older demo scene; any other folder there is refused, never deleted."""
+    from .datasets.synthetic import generate_scene
+    from .datasets.synthetic.generate import MANIFEST
+    from .errors import DataError, VlocError
+    try:
+        return generate_scene(scene_dir, cfg)
+    except DataError:
+        if not (scene_dir / MANIFEST).is_file():
+            raise VlocError(f"{scene_dir} exists and is not a vloc synthetic scene: give another --out") from None
+        return generate_scene(scene_dir, cfg, overwrite=True)

@@ -33,6 +33,8 @@ def atomic_map_dir(out: Path, overwrite: bool = False):
     out = Path(out)
     if out.exists() and not overwrite:
         raise MapError(f"output exists: {out} (use --overwrite to replace it)")
+    if out.exists() and not _replaceable(out):
+        raise MapError(f"output {out} exists and is neither a vloc map nor an empty folder: not replaced")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
@@ -47,6 +49,19 @@ def atomic_map_dir(out: Path, overwrite: bool = False):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _replaceable(out: Path) -> bool:
+    """--overwrite replaces a vloc map or an empty folder, nothing else (a mistyped -o
+    must not delete a folder of photos)."""
+    if not out.is_dir():
+        return False
+    if not any(out.iterdir()):
+        return True
+    try:
+        return json.loads((out / MANIFEST).read_text()).get("format") == MAP_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def write_manifest(map_dir: Path, method: str, config: dict, source: dict, stats: dict,
