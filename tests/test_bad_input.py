@@ -186,3 +186,20 @@ def test_demo_refuses_an_out_it_would_have_to_delete(tmp_path, capsys):
     _one_line_error(capsys, 2, ["demo", "--out", str(tmp_path / "mine"), "-q"],
                     "is not a vloc synthetic scene: give another --out")
     assert (tmp_path / "mine" / "scene" / "data.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["localize", "MAP", "q.png", "-o", "DIR"], "-o DIR is a folder; give a file name"),
+    (["localize", "MAP", "q.png", "--json", "DIR"], "--json DIR is a folder; give a file name"),
+    (["evaluate", "MAP", "DATA", "--split", "all", "--json", "DIR"], "--json DIR is a folder"),
+    (["evaluate", "MAP", "DATA", "--split", "all", "--report", "FILE"], "--report FILE is a file; give a folder"),
+    (["privacy", "DATA", "--split", "all", "-o", "FILE"], "-o FILE is a file; give a folder"),
+])
+def test_output_paths_of_the_wrong_kind_fail_before_any_work(tmp_path, capsys, argv, needle):
+    (tmp_path / "DIR").mkdir()
+    (tmp_path / "FILE").write_text("keep")
+    where = {"DIR": str(tmp_path / "DIR"), "FILE": str(tmp_path / "FILE"), "MAP": str(tmp_path / "no_map"),
+             "DATA": str(tmp_path / "no_data")}
+    _one_line_error(capsys, 2, [where.get(a, a) for a in argv], needle.replace("DIR", where["DIR"])
+                    .replace("FILE", where["FILE"]))
+    assert (tmp_path / "FILE").read_text() == "keep" and not any((tmp_path / "DIR").iterdir())

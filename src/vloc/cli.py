@@ -129,6 +129,7 @@ def cmd_localize(args) -> int:
     if args.output:
         write_pose_file(args.output, poses)
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(records, indent=2))
     return EXIT_SOME_FAILED if failed else 0
 
@@ -361,6 +362,24 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+# output paths per command: (attribute, kind, flag)
+_OUTPUTS = {"cmd_localize": (("output", "file", "-o"), ("json", "file", "--json")),
+            "cmd_evaluate": (("json", "file", "--json"), ("report", "folder", "--report")),
+            "cmd_privacy": (("output", "folder", "-o"),)}
+
+
+def _check_output_paths(args) -> None:
+    """An output path of the wrong kind fails at once, in one line, not after the work."""
+    for attr, kind, flag in _OUTPUTS.get(getattr(args.func, "__name__", ""), ()):
+        value = getattr(args, attr, None)
+        if value is None:
+            continue
+        if kind == "file" and Path(value).is_dir():
+            raise VlocError(f"{flag} {value} is a folder; give a file name")
+        if kind == "folder" and Path(value).exists() and not Path(value).is_dir():
+            raise VlocError(f"{flag} {value} is a file; give a folder")
+
+
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     return f"vloc: warning: {message}\n"
 
@@ -369,6 +388,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     previous, warnings.formatwarning = warnings.formatwarning, _one_line_warning   # a note, not a source line
     try:
+        _check_output_paths(args)
         return args.func(args)
     except VlocError as e:
         print(f"vloc: error: {e}", file=sys.stderr)
