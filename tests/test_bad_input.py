@@ -203,3 +203,13 @@ def test_output_paths_of_the_wrong_kind_fail_before_any_work(tmp_path, capsys, a
     _one_line_error(capsys, 2, [where.get(a, a) for a in argv], needle.replace("DIR", where["DIR"])
                     .replace("FILE", where["FILE"]))
     assert (tmp_path / "FILE").read_text() == "keep" and not any((tmp_path / "DIR").iterdir())
+
+
+def test_a_refused_write_is_one_line(capsys, monkeypatch):
+    """The system refusing a write (a folder in /proc, refused even to root) is exit 4
+    and one line naming the path; VLOC_DEBUG=1 keeps the traceback."""
+    out = "/proc/vloc-test-output"
+    _one_line_error(capsys, 4, ["demo", "--out", out, "-q"], f"No such file or directory: {out}")
+    monkeypatch.setenv("VLOC_DEBUG", "1")
+    with pytest.raises(OSError):
+        main(["demo", "--out", out, "-q"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
@@ -13,6 +14,7 @@ from .errors import DataError, VlocError
 
 EXIT_USER_ERROR = 2
 EXIT_SOME_FAILED = 3
+EXIT_SYSTEM_ERROR = 4      # the system refused a read or write
 
 
 def _map_config(args):
@@ -393,6 +395,12 @@ def main(argv=None) -> int:
     except VlocError as e:
         print(f"vloc: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except OSError as e:            # the system refused a read or write (permissions, disk full, ...)
+        if os.environ.get("VLOC_DEBUG"):
+            raise
+        where = f": {e.filename}" if e.filename else ""
+        print(f"vloc: error: {e.strerror or e}{where} (VLOC_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return EXIT_SYSTEM_ERROR
     except KeyboardInterrupt:
         print("vloc: interrupted", file=sys.stderr)
         return 130
