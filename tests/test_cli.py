@@ -56,6 +56,26 @@ def test_localize_known_and_unknown_focal(temple, temple_map, tmp_path, capsys):
     assert np.linalg.norm(np.array(rec["center"]) - queries[1].cam_from_world.center) < 0.02
 
 
+def test_localize_a_folder_of_images(temple, temple_map, tmp_path, capsys):
+    """A folder stands for its images, sorted by name; two images of one name with -o
+    clash in the pose file and are refused."""
+    queries = [f for f in temple.split("odd-even")[0].query][:2]
+    folder = tmp_path / "queries"
+    folder.mkdir()
+    for f in queries:
+        (folder / f.image_path.name).symlink_to(f.image_path)
+    (folder / "notes.txt").write_text("not an image")
+    poses = tmp_path / "poses.txt"
+    assert main(["localize", str(temple_map), str(folder), "--camera", str(queries[0].camera), "-o", str(poses)]) == 0
+    est = read_pose_file(poses)
+    assert sorted(est) == sorted(f.image_path.name for f in queries)
+    for f in queries:
+        assert pose_errors(est[f.image_path.name], f.cam_from_world)[0] < 0.005
+    capsys.readouterr()
+    assert main(["localize", str(temple_map), str(folder), str(queries[0].image_path), "-o", str(poses)]) == 2
+    assert f"two query images are named {queries[0].image_path.name}" in capsys.readouterr().err
+
+
 def test_evaluate_with_map_and_report(temple, temple_map, tmp_path, capsys):
     report = tmp_path / "report"
     assert main(["evaluate", str(temple_map), str(temple.root), "--split", "odd-even",

@@ -94,6 +94,9 @@ def cmd_localize(args) -> int:
     from .localizers import Query
     from .maps.depth import read_depth_image
     camera = Camera.from_string(args.camera) if args.camera else None
+    args.images = _expand_folders(args.images, "image")
+    args.depth = _expand_folders(args.depth, "depth") if args.depth else args.depth
+    _check_unique_names(args.images, args.output)
     depths = _depth_paths(args)
     localizer = load_localizer(args.map)
     if args.depth:
@@ -134,6 +137,32 @@ def cmd_localize(args) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(records, indent=2))
     return EXIT_SOME_FAILED if failed else 0
+
+
+def _expand_folders(paths: list[str], what: str) -> list[str]:
+    """Each folder among `paths` replaced by its image files, sorted by name."""
+    from .imageio import IMAGE_SUFFIXES
+    out = []
+    for p in paths:
+        if Path(p).is_dir():
+            files = sorted(str(f) for f in Path(p).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise VlocError(f"{what} folder {p} holds no image ({', '.join(IMAGE_SUFFIXES)})")
+            out += files
+        else:
+            out.append(p)
+    return out
+
+
+def _check_unique_names(images: list[str], pose_file) -> None:
+    """The pose file names each image by its file name: two of one name would clash."""
+    seen = set()
+    for p in images:
+        name = Path(p).name
+        if pose_file and name in seen:
+            raise VlocError(f"two query images are named {name}: the pose file (-o) names each image by its "
+                            "file name")
+        seen.add(name)
 
 
 def _warn_unused_depth(map_dir) -> None:
@@ -298,11 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("localize", help="localize query images against a map")
     p.add_argument("map")
-    p.add_argument("images", nargs="+")
+    p.add_argument("images", nargs="+", help="query images, or folders of them (their images sorted by name)")
     p.add_argument("--camera", help="'MODEL WIDTH HEIGHT PARAMS...' (COLMAP); unknown focal length if omitted")
     p.add_argument("--depth", nargs="+", metavar="DEPTH",
-                   help="depth images registered to the query images, one per image in the same order "
-                        "(RGB-D queries: forest, scr, scr-dsac use them)")
+                   help="depth images (or folders of them) registered to the query images, one per "
+                        "image in the same order (RGB-D queries: forest, scr, scr-dsac use them)")
     p.add_argument("--depth-scale", type=float, default=0.001,
                    help="depth value x this = metres (default 0.001: 16-bit millimetres)")
     p.add_argument("-o", "--output", help="pose file (name qw qx qy qz tx ty tz, world-to-camera)")
