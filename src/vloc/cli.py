@@ -340,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior-exif", action="store_true",
                    help="position prior from each image's EXIF GPS (the map must be geo-registered)")
     p.add_argument("--prior-radius", type=float, default=30.0, help="radius of EXIF priors in metres (default 30)")
-    p.set_defaults(func=cmd_localize)
+    p.set_defaults(func=cmd_localize, outputs=(("output", "file", "-o"), ("json", "file", "--json")))
 
     p = sub.add_parser("evaluate", help="localize a split's queries and compare with ground truth")
     p.add_argument("paths", nargs="+", metavar="[MAP] DATA")
@@ -355,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior-noise", type=float, default=0.0,
                    help="GPS-like noise added to the prior centres (std per axis, map units; seeded)")
     map_options(p)
-    p.set_defaults(func=cmd_evaluate)
+    p.set_defaults(func=cmd_evaluate, outputs=(("json", "file", "--json"), ("report", "folder", "--report")))
 
     p = sub.add_parser("privacy", help="make a line-cloud map (privacy-preserving), run the attack that "
                        "recovers its points and localize the split's queries, at several sparsities")
@@ -382,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resize-max", type=int, help="longer image side for features (default 1600)")
     p.add_argument("--max-keypoints", type=int, help="keypoints per image (default 8192)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_privacy)
+    p.set_defaults(func=cmd_privacy, outputs=(("output", "folder", "-o"),))
 
     p = sub.add_parser("demo", help="build a map of the embedded synthetic scene, localize its queries, "
                        "print the evaluation")
@@ -393,15 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-# output paths per command: (attribute, kind, flag)
-_OUTPUTS = {"cmd_localize": (("output", "file", "-o"), ("json", "file", "--json")),
-            "cmd_evaluate": (("json", "file", "--json"), ("report", "folder", "--report")),
-            "cmd_privacy": (("output", "folder", "-o"),)}
-
-
 def _check_output_paths(args) -> None:
-    """An output path of the wrong kind fails at once, in one line, not after the work."""
-    for attr, kind, flag in _OUTPUTS.get(getattr(args.func, "__name__", ""), ()):
+    """An output path of the wrong kind fails at once, in one line, not after the work
+    (a command's `outputs`: (attribute, 'file' or 'folder', flag))."""
+    for attr, kind, flag in getattr(args, "outputs", ()):
         value = getattr(args, attr, None)
         if value is None:
             continue
