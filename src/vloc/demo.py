@@ -25,8 +25,8 @@ def run_demo(out: str | None = None, quick: bool = False, progress: bool = True)
     try:
         t0 = time.perf_counter()
         scene_dir = root / "scene"
-        print(f"1/3 rendering the synthetic room: {cfg.n_mapping} mapping + {cfg.n_query} query frames "
-              f"at {cfg.width}x{cfg.height} -> {scene_dir}")
+        print(f"1/3 the synthetic room (rendered, or reused from --out): {cfg.n_mapping} mapping + "
+              f"{cfg.n_query} query frames at {cfg.width}x{cfg.height} -> {scene_dir}")
         scene = _demo_scene(scene_dir, cfg)
         t1 = time.perf_counter()
         map_dir = root / "map"
