@@ -122,3 +122,15 @@ def test_library_warnings_print_as_one_line():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stderr == "vloc: warning: 3 frames without depth are left out\n"
+
+
+def test_a_closed_pipe_stops_quietly(shared_data):
+    """`vloc info ... | head -1`: the reader goes away; vloc stops with 141 (SIGPIPE's
+    shell code) and prints nothing on stderr."""
+    code = "import sys; from vloc.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen([sys.executable, "-c", code, "info", str(shared_data / "tum_fr3_long_office_household")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()                                  # the reader is gone before vloc writes
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 141 and err == b"", err.decode()
+

@@ -415,10 +415,15 @@ def main(argv=None) -> int:
     previous, warnings.formatwarning = warnings.formatwarning, _one_line_warning   # a note, not a source line
     try:
         _check_output_paths(args)
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()          # a closed pipe shows here, not in the interpreter's exit
+        return code
     except VlocError as e:
         print(f"vloc: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except BrokenPipeError:         # `vloc ... | head`: stop quietly, as other commands do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except OSError as e:            # the system refused a read or write (permissions, disk full, ...)
         if os.environ.get("VLOC_DEBUG"):
             raise
