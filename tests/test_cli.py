@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import vloc
 from vloc.cli import main
 from vloc.evaluation import read_pose_file
 from vloc.geometry import pose_errors
