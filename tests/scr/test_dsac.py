@@ -174,20 +174,15 @@ def test_fine_tuning_lowers_the_expected_loss(buffer, scr_map):
     import copy
 
     from vloc.localizers.scr import ScrLocalizer
-    from vloc.scr.dsac import fine_tune, image_problem, training_images
+    from vloc.scr.dsac import fine_tune, image_problem, training_images, training_objective
     head = ScrLocalizer.load(scr_map[0]).head
     images = training_images(buffer)
     assert images.tolist() == list(range(40, 80))                # the augmented pass
+    _, sets, _, _, obs = image_problem(head, buffer, int(images[0]), CONFIG, np.random.default_rng(0))
+    assert "cam" in obs and sets.shape == (CONFIG.dsac.hypotheses, 3)
 
     def mean_loss(h):
-        rng = np.random.default_rng(7)
-        losses = []
-        for k in images:
-            coords, sets, R, t, obs = image_problem(h, buffer, int(k), CONFIG, rng)
-            assert "cam" in obs and sets.shape == (CONFIG.dsac.hypotheses, 3)
-            with torch.no_grad():
-                losses.append(dsac_loss(coords, sets, R, t, CONFIG.dsac, **obs)[1]["expected_loss"])
-        return np.mean(losses)
+        return training_objective(h, buffer, CONFIG)
 
     tuned = copy.deepcopy(head)
     history = fine_tune(tuned, buffer, CONFIG, progress=False)

@@ -282,6 +282,20 @@ def query_like_candidates(head, buf, images: np.ndarray, config: ScrConfig) -> t
     return out
 
 
+def training_objective(head, buf, config: ScrConfig, seed: int = 7) -> float:
+    """What fine-tuning lowers: the mean expected pose loss (max(cm, deg)) of the DSAC
+    training images, under minimal sets drawn with `seed` (the same for every head)."""
+    rng = np.random.default_rng(seed)
+    pool = training_images(buf)
+    query_like = query_like_candidates(head, buf, pool, config)
+    losses = []
+    with torch.no_grad():
+        for k in pool:
+            coords, sets, R, t, obs = image_problem(head, buf, int(k), config, rng, query_like)
+            losses.append(dsac_loss(coords, sets, R, t, config.dsac, **obs)[1].get("expected_loss", np.nan))
+    return float(np.nanmean(losses))
+
+
 def fine_tune(head, buf, config: ScrConfig, selection: str | None = None, progress: bool = True) -> dict:
     """DSAC fine-tuning of a trained head on the buffer's images (`dsac.images` per
     step): the selection's pose loss, plus `coordinate_weight` x the coordinate loss
