@@ -308,10 +308,13 @@ def fine_tune(head, buf, config: ScrConfig, selection: str | None = None, progre
     1e-3, to 4.0 with the keys fixed).
 
     On the benchmark room (benchmarks/scr.py: 320 x 240, 300 mapping frames, 50 RGB-D
-    queries) DSAC did not lower the median error. With the defaults: 1.08 cm after
+    queries) DSAC did not lower the median error. With lr 1e-4: 1.08 cm after
     fine-tuning, 0.99 cm before, 1.01 cm for coordinate training of the same CPU time
     (per query: lower than the latter on 24 of 50); argmax, soft-argmax and
-    probabilistic selection 1.08-1.09 cm. In development runs (150 steps x 4 images
+    probabilistic selection 1.08-1.09 cm. From a trained head that step raises DSAC's
+    own objective (`training_objective`; 128 x 96 room: 0.20 -> 0.81 in 100 steps,
+    0.08 at lr 1e-5), hence the default 1e-5: 1.00 -> 0.98 cm, against 0.96 cm for
+    the same compute (25 : 25 queries). In development runs (150 steps x 4 images
     from a head at 0.86 cm): Adam at lr 1e-4 0.93 cm, 0.90 cm with the anchor; Adam at
     1e-3 2.15 cm (the training loss rose from 0.8 to 3.2); SGD at 3e-4 1.37 cm, at
     1e-3 4.55 cm. One gradient step on 16 or 64 training images lowered their loss
@@ -319,8 +322,8 @@ def fine_tune(head, buf, config: ScrConfig, selection: str | None = None, progre
     queries: the gradient fits the images it came from. With query-like candidates
     (`dsac.exclude_frames` 1: no key of the image's own frame) colour-only queries
     went 2.60 -> 2.41 cm, still above the same compute of coordinate steps (1.87 cm).
-    Mapping without depth (P3P hypotheses, query-like candidates): 150 steps took the
-    head from 10.3 to 9.4 cm in 90 s of CPU, the same CPU time of coordinate steps to
+    Mapping without depth (P3P hypotheses, query-like candidates): 150 steps at lr 1e-4
+    took the head from 10.3 to 9.4 cm (10.3 cm at 1e-5) in 90 s of CPU, the same CPU time of coordinate steps to
     7.4 cm; 300 steps gave 10.3 cm (6.0 cm). `dsac.cells` 256 halves a step's cost;
     300 such steps gave 10.1 cm (7.2 cm; benchmarks/RESULTS.md has the details).
     Returns a history (per 5 % of the steps, means over the images: the expected
