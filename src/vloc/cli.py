@@ -156,10 +156,12 @@ def _expand_folders(paths: list[str], what: str) -> list[str]:
 
 def _check_unique_names(images: list[str], pose_file) -> None:
     """The pose file names each image by its file name: two of one name would clash."""
+    if not pose_file:
+        return
     seen = set()
     for p in images:
         name = Path(p).name
-        if pose_file and name in seen:
+        if name in seen:
             raise VlocError(f"two query images are named {name}: the pose file (-o) names each image by its "
                             "file name")
         seen.add(name)
@@ -167,8 +169,6 @@ def _check_unique_names(images: list[str], pose_file) -> None:
 
 def _warn_unused_depth(map_dir) -> None:
     """--depth given for a map whose method localizes from colour alone."""
-    import warnings
-
     from .localizers.registry import map_method
     method = map_method(map_dir)
     if not method.uses_depth:
