@@ -65,10 +65,10 @@ def scr_config(args) -> ScrConfig:
     given = {"steps": args.steps, "buffer_passes": args.passes, "prototypes": args.prototypes,
              "encoder": args.encoder, "max_size": max(args.size), "seed": args.seed}
     base = ScrConfig().to_dict()
-    dsac = {**base["dsac"], **{k: v for k, v in {"steps": args.dsac_steps, "images": args.dsac_images,
-                                                 "lr": args.dsac_lr, "optimizer": args.dsac_optimizer,
-                                                 "alpha": args.alpha, "hypotheses": args.dsac_hypotheses, "cells": args.dsac_cells,
-                                                 "exclude_frames": args.dsac_exclude}.items() if v is not None}}
+    given_dsac = {"steps": args.dsac_steps, "images": args.dsac_images, "lr": args.dsac_lr,
+                  "optimizer": args.dsac_optimizer, "alpha": args.alpha, "hypotheses": args.dsac_hypotheses,
+                  "cells": args.dsac_cells, "exclude_frames": args.dsac_exclude}
+    dsac = {**base["dsac"], **{k: v for k, v in given_dsac.items() if v is not None}}
     ransac = {**base["ransac"], **({"min_inliers": args.min_inliers} if args.min_inliers else {})}
     pnp = {**base["pnp"], **({"min_inliers": args.min_inliers} if args.min_inliers else {})}
     return ScrConfig.from_dict({**base, **{k: v for k, v in given.items() if v is not None},
@@ -201,7 +201,7 @@ def run_default(args) -> int:
     per_step = hist["steps_cpu_seconds"] / max(1, cfg.steps)
     same = replace(cfg, steps=cfg.steps + round(dsac["cpu_seconds"] / per_step))
     head_same, hist_same = cnn.train_head(buf, same)
-    objective = {"before": training_objective(head, buf, cfg), "after": training_objective(tuned, buf, cfg)}
+    objective = dict(zip(("before", "after"), training_objective([head, tuned], buf, cfg)))
     candidates = (hist["candidate_seconds"], hist["candidate_cpu_seconds"])
     train = {"scr": (hist["seconds"], hist["cpu_seconds"]),
              "scr-dsac": (hist["seconds"] + dsac["seconds"], hist["cpu_seconds"] + dsac["cpu_seconds"]),

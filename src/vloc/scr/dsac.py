@@ -38,8 +38,7 @@ import torch
 from ..errors import VlocError
 from ..progress import progress_bar
 from .cnn import coordinate_loss, head_inputs
-from .config import MIN_DSAC_CELLS as MIN_CELLS
-from .config import DsacConfig, ScrConfig
+from .config import MIN_DSAC_CELLS as MIN_CELLS, DsacConfig, ScrConfig
 
 BEHIND = 1e4          # pixels: the reprojection error of a point behind the camera
 MIN_SUPPORT = 4.0     # soft inliers a hypothesis needs to be refit
@@ -282,18 +281,25 @@ def query_like_candidates(head, buf, images: np.ndarray, config: ScrConfig) -> t
     return out
 
 
-def training_objective(head, buf, config: ScrConfig, seed: int = 7) -> float:
-    """What fine-tuning lowers: the mean expected pose loss (max(cm, deg)) of the DSAC
-    training images, under minimal sets drawn with `seed` (the same for every head)."""
-    rng = np.random.default_rng(seed)
+def training_objective(heads: list, buf, config: ScrConfig, seed: int = 7) -> list[float]:
+    """What fine-tuning lowers, per head: the mean expected pose loss (max(cm, deg)) of
+    the DSAC training images, under the same minimal sets (drawn with `seed`) for every
+    head. Heads that share their keys (a head and its fine-tuned copy: DSAC keeps them)
+    share one search for query-like candidates."""
     pool = training_images(buf)
-    query_like = query_like_candidates(head, buf, pool, config)
-    losses = []
-    with torch.no_grad():
-        for k in pool:
-            coords, sets, R, t, obs = image_problem(head, buf, int(k), config, rng, query_like)
-            losses.append(dsac_loss(coords, sets, R, t, config.dsac, **obs)[1].get("expected_loss", np.nan))
-    return float(np.nanmean(losses))
+    out, searched = [], {}
+    for head in heads:
+        keys = getattr(head, "keys", None)
+        key = None if keys is None else (tuple(keys.shape), float(keys.detach().sum()))
+        if key not in searched:
+            searched[key] = query_like_candidates(head, buf, pool, config)
+        rng, losses = np.random.default_rng(seed), []
+        with torch.no_grad():
+            for k in pool:
+                coords, sets, R, t, obs = image_problem(head, buf, int(k), config, rng, searched[key])
+                losses.append(dsac_loss(coords, sets, R, t, config.dsac, **obs)[1].get("expected_loss", np.nan))
+        out.append(float(np.nanmean(losses)))
+    return out
 
 
 def fine_tune(head, buf, config: ScrConfig, selection: str | None = None, progress: bool = True) -> dict:
