@@ -1,5 +1,9 @@
 """Image reading with clear errors. JPEGs are decoded at 1/2, 1/4 or 1/8 size
-directly (DCT scaling) when a smaller image is asked for, which is much faster."""
+directly (DCT scaling) when a smaller image is asked for, which is much faster.
+
+Pixels are read as stored: an EXIF orientation tag is ignored, as COLMAP does, so
+that an image's size, its camera and its pose all describe the sensor (OpenCV would
+otherwise rotate a full-size read but not a reduced one)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,6 +15,7 @@ from .errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")   # what a folder of images holds
 
+_AS_STORED = cv2.IMREAD_IGNORE_ORIENTATION
 _REDUCED = {2: (cv2.IMREAD_REDUCED_GRAYSCALE_2, cv2.IMREAD_REDUCED_COLOR_2),
             4: (cv2.IMREAD_REDUCED_GRAYSCALE_4, cv2.IMREAD_REDUCED_COLOR_4),
             8: (cv2.IMREAD_REDUCED_GRAYSCALE_8, cv2.IMREAD_REDUCED_COLOR_8)}
@@ -41,9 +46,9 @@ def read_image(path, grayscale: bool = False, max_size: int | None = None) -> tu
         orig = image_size(path)
         factor = next((f for f in (8, 4, 2) if max(orig) / f >= max_size), 1)
     if factor > 1:
-        img = cv2.imread(str(path), _REDUCED[factor][0 if grayscale else 1])
+        img = cv2.imread(str(path), _REDUCED[factor][0 if grayscale else 1] | _AS_STORED)
     else:
-        img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR)
+        img = cv2.imread(str(path), (cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR) | _AS_STORED)
     if img is None or img.size == 0:
         raise DataError(f"cannot decode image (corrupt or unsupported): {path}")
     if orig is None:
