@@ -90,6 +90,22 @@ def test_pairs_from_poses_prefers_near_cameras_looking_the_same_way():
     assert len(select_pairs(frames, "exhaustive", 2, 75)) == 21
 
 
+def test_frames_without_poses_pair_by_retrieval():
+    """60 unposed images of 12 places (5 each; an image's descriptors are its place's
+    words plus noise): automatic pairs join images of one place and no others."""
+    from vloc.errors import DataError
+    rng = np.random.default_rng(0)
+    cam = Camera.from_string("PINHOLE 640 480 500 500 320 240")
+    words = rng.normal(size=(12, 40, 128)).astype(np.float32)
+    frames = [Frame(f"{i}", cam) for i in range(60)]
+    descriptors = {f.name: words[i // 5] + 0.3 * rng.normal(size=(40, 128)).astype(np.float32)
+                   for i, f in enumerate(frames)}
+    pairs = select_pairs(frames, "auto", 4, 75, descriptors)
+    assert sorted(pairs) == sorted((i, j) for i in range(60) for j in range(i + 1, 60) if i // 5 == j // 5)
+    with pytest.raises(DataError, match="needs a pose"):
+        select_pairs(frames, "poses", 4, 75, descriptors)
+
+
 def test_map_pairs_use_the_features_tuned_ratio():
     from vloc.errors import VlocError
     from vloc.maps.config import MapConfig

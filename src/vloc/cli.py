@@ -57,9 +57,10 @@ def cmd_info(args) -> int:
     print(f"{s['name']}  ({s['format']}, {s['root']})")
     print(f"  frames: {s['frames']}  with image: {s['with_image']}  with pose: {s['with_pose']}  "
           f"with depth: {s['with_depth']}")
-    print(f"  units: {'metres' if s['metric'] else 'arbitrary (no metric scale)'}  "
-          f"camera spread: {scene.scale():.3g}")
-    print(f"  cameras ({len(s['cameras'])}):")
+    spread = f"  camera spread: {scene.scale():.3g}" if s["with_pose"] >= 2 else ""
+    print(f"  units: {'metres' if s['metric'] else 'arbitrary (no metric scale)'}{spread}")
+    prior = " (priors, refined by structure-from-motion)" if all(f.camera_prior for f in scene) else ""
+    print(f"  cameras ({len(s['cameras'])}){prior}:")
     for c in s["cameras"][:5]:
         print(f"    {c}")
     if len(s["cameras"]) > 5:
@@ -84,6 +85,12 @@ def cmd_map(args) -> int:
         what += (f", {st['points']} points (mean track {st['mean_track_length']:.2f}, "
                  f"reprojection {st['mean_reprojection_error']:.2f} px)")
     print(f"{manifest['method']} map written to {args.output}: {what}, {time.perf_counter() - t:.1f} s")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from .service import serve
+    serve(args.map, args.host, args.port, args.max_mb, args.quiet)
     return 0
 
 
@@ -114,13 +121,10 @@ def cmd_localize(args) -> int:
             from .localizers import Estimate
             est = Estimate.failed(str(e))
         dt = time.perf_counter() - t
-        rec = {"name": str(path), "success": est.success, "inliers": est.inliers,
-               "correspondences": est.correspondences, "seconds": dt, "reason": est.reason,
-               "timings": est.timings}
+        rec = {"name": str(path), **est.to_dict(), "seconds": dt}
         if est.success:
             p = est.cam_from_world
             poses[path.name] = p
-            rec.update(q_wxyz=p.q.tolist(), t=p.t.tolist(), center=p.center.tolist())
             if camera is None and est.camera is not None:
                 rec["estimated_camera"] = str(est.camera)
             focal = f", f={est.camera.fx:.1f}" if camera is None and est.camera else ""
@@ -300,7 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--matcher", choices=["mnn-ratio", "lightglue"],
                        help="2D-2D matching of map image pairs: mutual NN + ratio (default) or LightGlue "
                             "(aliked, disk)")
-        p.add_argument("--pairs", choices=["auto", "exhaustive", "poses"])
+        p.add_argument("--pairs", choices=["auto", "exhaustive", "poses", "retrieval"],
+                       help="map image pairs to match: all (exhaustive), nearest by pose, or most similar "
+                            "by retrieval (default auto: all up to 40 images, else poses, or retrieval "
+                            "without poses)")
         p.add_argument("--points", choices=["auto", "triangulate", "depth", "sfm"],
                        help="3D points from known poses, RGB-D depth, or SfM (default: auto)")
         p.add_argument("--tile-size", type=float, help="tiled maps: tile side in map units (default 150)")
@@ -383,6 +390,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-keypoints", type=int, help="keypoints per image (default 8192)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_privacy, outputs=(("output", "folder", "-o"),))
+
+    p = sub.add_parser("serve", help="a localization service: POST an image to /localize, get its pose "
+                       "as JSON (see docs/service.md)")
+    p.add_argument("map")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=8000, help="default 8000 (0: any free port)")
+    p.add_argument("--max-mb", type=float, default=64.0, help="largest image accepted, in MiB (default 64)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no line per request")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="build a map of the embedded synthetic scene, localize its queries, "
                        "print the evaluation")

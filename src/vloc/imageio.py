@@ -62,6 +62,16 @@ def read_image(path, grayscale: bool = False, max_size: int | None = None) -> tu
     return img, orig
 
 
+def decode_image(data: bytes, name: str = "image") -> np.ndarray:
+    """Encoded image bytes (JPEG, PNG, ...) to uint8 RGB pixels, as stored."""
+    if not data:
+        raise DataError(f"{name} is empty")
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | _AS_STORED)
+    if img is None or img.size == 0:
+        raise DataError(f"cannot decode {name} (corrupt or unsupported format)")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
 def resize_max(img: np.ndarray, max_size: int) -> np.ndarray:
     """Downscale so that the longer side is at most `max_size` (area interpolation)."""
     h, w = img.shape[:2]

@@ -10,6 +10,7 @@ from .scene import Scene
 # name -> (detect(path) -> bool, load(path) -> Scene). Filled by importer modules
 # listed in `_IMPORTERS` (plain imports; no import magic).
 IMPORTERS: dict[str, tuple[Callable[[Path], bool], Callable[[Path], Scene]]] = {}
+FALLBACK = "images"     # a plain folder of images: detected only when no other format is
 
 
 def register(name: str, detect: Callable[[Path], bool], load: Callable[[Path], Scene]) -> None:
@@ -27,9 +28,12 @@ def detect_format(path) -> str:
     if not path.exists():
         raise DataError(f"no such file or directory: {path}")
     _ensure_loaded()
-    found = [name for name, (detect, _) in IMPORTERS.items() if detect(path)]
+    found = [name for name, (detect, _) in IMPORTERS.items() if name != FALLBACK and detect(path)]
+    if not found and IMPORTERS[FALLBACK][0](path):
+        found = [FALLBACK]
     if not found:
-        raise DataError(f"unknown dataset format at {path}; known formats: {', '.join(sorted(IMPORTERS))}")
+        raise DataError(f"unknown dataset format at {path} (no known layout, no image files); "
+                        f"known formats: {', '.join(sorted(IMPORTERS))}")
     return found[0]
 
 

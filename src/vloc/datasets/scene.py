@@ -24,6 +24,7 @@ class Frame:
     depth_registered: bool = True     # depth aligned pixel-for-pixel with the colour image
     timestamp: float | None = None
     sensor: str | None = None         # camera / sensor id where the format has one
+    camera_prior: bool = False        # intrinsics are a guess (EXIF, default) that SfM refines
 
     @property
     def has_pose(self) -> bool:

@@ -62,4 +62,8 @@ def make_split(scene: Scene, name: str) -> list[Fold]:
 
 
 def available_splits(scene: Scene) -> list[str]:
-    return sorted(scene.official_splits) + ["odd-even", "even-odd", "every-5", "leave-one-out", "all"]
+    """The official splits, then the generic ones (which need posed frames)."""
+    official = sorted(scene.official_splits)
+    if not scene.posed_frames:
+        return official
+    return official + [s for s in ("odd-even", "even-odd", "every-5", "leave-one-out", "all") if s not in official]

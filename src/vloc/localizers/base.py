@@ -68,6 +68,18 @@ class Estimate:
     def failed(cls, reason: str, **kw) -> Estimate:
         return cls(None, reason=reason, **kw)
 
+    def to_dict(self) -> dict:
+        """JSON-ready: success, support, reason, timings; the pose (`q_wxyz`, `t` of
+        cam_from_world, camera `center`) and the camera used where there are."""
+        out = {"success": self.success, "inliers": self.inliers, "correspondences": self.correspondences,
+               "reason": self.reason, "timings": self.timings}
+        if self.success:
+            p = self.cam_from_world
+            out.update(q_wxyz=p.q.tolist(), t=p.t.tolist(), center=p.center.tolist())
+        if self.camera is not None:
+            out["camera"] = str(self.camera)
+        return out
+
 
 class Localizer(Protocol):
     def localize(self, query: Query, prior: Prior | None = None) -> Estimate: ...

@@ -108,7 +108,8 @@ def build_map(frames: list[Frame], out: Path, config: MapConfig = MapConfig(), s
         feats = _timed(timings, "features", lambda: _extract(extractor, frames, config, progress))
     else:
         feats = features
-    pairs = select_pairs(frames, config.pairs, config.num_pairs, config.max_pair_angle)
+    pairs = _timed(timings, "pairs", lambda: select_pairs(frames, config.pairs, config.num_pairs, config.max_pair_angle,
+                                                          {n: f.descriptors for n, f in feats.items()}))
     matches = _timed(timings, "matching",
                      lambda: match_pairs(frames, feats, pairs, config, mode != "sfm", progress, lightglue))
     with atomic_map_dir(out, overwrite) as tmp, tempfile.TemporaryDirectory() as work:
@@ -196,6 +197,9 @@ def _write_pairs(map_dir: Path, frames, matches) -> None:
 def _build_blocked(frames, out: Path, config: MapConfig, source, overwrite: bool, progress: bool,
                    save_index: bool, lightglue=None) -> dict:
     """A known-pose map triangulated block by block (maps/blocked.py); features on disk."""
+    if config.pairs == "retrieval":
+        raise DataError(f"pairs=retrieval is not available for maps of more than block_images "
+                        f"({config.block_images}) images; use pairs = \"poses\"")
     from ..features.store import FeatureReader
     from .blocked import map_points, model_from_observations, triangulate_blocks
     from .extract import extract_to_store

@@ -14,8 +14,9 @@ class MapConfig:
     resize_max: int = 1600             # longer side for feature extraction
     max_keypoints: int = 8192
     feature_options: dict = field(default_factory=dict)   # extractor-specific, e.g. contrast_threshold
-    pairs: str = "auto"                # auto | exhaustive | poses
-    num_pairs: int = 20                # neighbours per image for pose-based pairs (above 40 images)
+    pairs: str = "auto"                # auto | exhaustive | poses | retrieval (auto: exhaustive up to 40
+                                       # images, else poses, or retrieval for frames without poses)
+    num_pairs: int = 20                # neighbours per image for pose-based or retrieval pairs
     max_pair_angle: float = 75.0       # degrees between optical axes for pose-based pairs
     matcher: str = "mnn-ratio"         # 2D-2D matching of map pairs: mnn-ratio | lightglue (aliked, disk)
     ratio: float = 0.0                 # Lowe's ratio for 2D-2D matching (mnn-ratio); 0: the feature's
@@ -29,7 +30,7 @@ class MapConfig:
                                        # spatial blocks (memory bounded by a block; maps/blocked.py)
 
     def __post_init__(self):
-        choices = {"pairs": ("auto", "exhaustive", "poses"),
+        choices = {"pairs": ("auto", "exhaustive", "poses", "retrieval"),
                    "points": ("auto", "triangulate", "depth", "sfm"),
                    "point_descriptors": ("all", "mean"),
                    "matcher": ("mnn-ratio", "lightglue")}

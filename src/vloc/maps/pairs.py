@@ -6,6 +6,7 @@ import itertools
 import numpy as np
 
 from ..datasets import Frame
+from ..errors import DataError
 
 
 def exhaustive_pairs(frames: list[Frame]) -> list[tuple[int, int]]:
@@ -33,15 +34,37 @@ def pairs_from_poses(frames: list[Frame], num: int = 20, max_angle_deg: float = 
     return sorted(pairs)
 
 
+def pairs_from_retrieval(descriptors: list[np.ndarray], num: int = 20) -> list[tuple[int, int]]:
+    """For each image, its `num` most similar images by VLAD of its local descriptors
+    with a vocabulary fitted on these images (hloc's pairs_from_retrieval, without a
+    network). For images without poses, where pose-based pairs are impossible."""
+    from ..retrieval import RetrievalIndex, make_global
+    encoder = make_global("vlad")
+    encoder.fit(descriptors)
+    vectors = encoder.encode_many(descriptors)
+    index = RetrievalIndex(vectors, [str(i) for i in range(len(vectors))], pca_dim=256)
+    _, idx = index.search(vectors, num + 1)
+    return sorted({(min(i, int(j)), max(i, int(j))) for i, row in enumerate(idx) for j in row if j != i})
+
+
 EXHAUSTIVE_MAX = 40     # images; 780 pairs. More pairs gave more complete tracks and lower errors
                         # on nerf_fox (10 / 20 / 30 / all neighbours: 0.078 / 0.058 / 0.050 / 0.047 % of scale)
 
 
-def select_pairs(frames: list[Frame], strategy: str, num: int, max_angle_deg: float) -> list[tuple[int, int]]:
-    """`auto`: exhaustive up to EXHAUSTIVE_MAX images (or without poses), else the `num`
-    nearest by pose."""
+def select_pairs(frames: list[Frame], strategy: str, num: int, max_angle_deg: float,
+                 descriptors: dict[str, np.ndarray] | None = None) -> list[tuple[int, int]]:
+    """`auto`: exhaustive up to EXHAUSTIVE_MAX images, else the `num` nearest by pose,
+    or by retrieval (needs each frame's local `descriptors`) where a frame has no pose."""
     has_poses = all(f.has_pose for f in frames)
     small = len(frames) <= max(EXHAUSTIVE_MAX, num + 1)
-    if strategy == "exhaustive" or (strategy == "auto" and (small or not has_poses)):
+    if strategy == "auto":
+        strategy = "exhaustive" if small else "poses" if has_poses else "retrieval"
+    if strategy == "exhaustive":
         return exhaustive_pairs(frames)
+    if strategy == "retrieval":
+        if descriptors is None:
+            raise DataError("pairs=retrieval needs the images' local features")
+        return pairs_from_retrieval([descriptors[f.name] for f in frames], num)
+    if not has_poses:
+        raise DataError("pairs=poses needs a pose for every mapping frame; use pairs = \"retrieval\"")
     return pairs_from_poses(frames, num, max_angle_deg)

@@ -1,6 +1,8 @@
 """Maps without poses: pycolmap incremental SfM on vloc's features and matches
 (geometrically verified with a fundamental matrix). The largest model is kept; its
-world frame and scale are SfM's own."""
+world frame and scale are SfM's own. Intrinsics stay fixed unless a frame's camera is
+a prior (`Frame.camera_prior`, e.g. a plain folder of photos): then bundle adjustment
+refines the focal length and radial distortion, as COLMAP does by default."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,9 +21,10 @@ def run_sfm(frames: list[Frame], feats, matches, work: Path):
     opts.num_threads = 2
     opts.extract_colors = False
     opts.random_seed = 0
-    opts.ba_refine_focal_length = False
+    guessed = any(f.camera_prior for f in frames)
+    opts.ba_refine_focal_length = guessed
     opts.ba_refine_principal_point = False
-    opts.ba_refine_extra_params = False
+    opts.ba_refine_extra_params = guessed
     (work / "sfm").mkdir()
     models = pycolmap.incremental_mapping(str(db), str(work), str(work / "sfm"), options=opts)
     if not models:

@@ -11,4 +11,5 @@ from . import (  # noqa: F401
     seven_scenes,
     cambridge,
     nvm,
+    images,        # a plain folder of images: only when no other format matches
 )
