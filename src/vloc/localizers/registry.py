@@ -91,6 +91,14 @@ def _lines() -> Method:
                   "6-point generalized solver in LO-RANSAC")
 
 
+def _featuremetric() -> Method:
+    from ..maps.config import MapConfig
+    from .featuremetric import FeaturemetricLocalizer, build_featuremetric_map
+    return Method("featuremetric", build_featuremetric_map, FeaturemetricLocalizer.load, MapConfig,
+                  "direct pose refinement (PixLoc-style): the retrieved image's pose refined by aligning dense "
+                  "ALIKED features at the map points, Levenberg-Marquardt coarse to fine")
+
+
 METHODS: dict[str, Callable[[], Method]] = {
     "structure": _structure,
     "hierarchical": _hierarchical,
@@ -103,6 +111,7 @@ METHODS: dict[str, Callable[[], Method]] = {
     "scr": _scr(dsac=False),
     "scr-dsac": _scr(dsac=True),
     "lines": _lines,
+    "featuremetric": _featuremetric,
 }
 
 
