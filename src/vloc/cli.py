@@ -296,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--method",
                        help="structure (default; for evaluate with a map: the map's own), hierarchical, "
                             "retrieval-top1, retrieval-interpolated, tiled, posenet, mapnet, lines, "
-                            "forest, scr, scr-dsac")
+                            "forest, scr, scr-dsac, featuremetric")
         p.add_argument("--config", help="TOML file with map options ([map] table)")
         p.add_argument("--features", help="local features: colmap-sift (default), sift (OpenCV), rootsift, aliked, disk, xfeat")
         p.add_argument("--resize-max", type=int, help="longer image side for features (default 1600)")

@@ -94,15 +94,9 @@ class FeaturemetricLocalizer:
     def localize(self, query: Query, prior: Prior | None = None) -> Estimate:
         """Retrieval (the hierarchical map's VLAD), then the refinement from the pose of
         each of the `starts` best retrieved images; the result with most inliers wins."""
-        from .query_io import query_features
         self._need_camera(query)
-        r = self.retrieval
         timings: dict[str, float] = {}
-        feats, _ = query_features(query, r.extractor, r.resize_max, timings)
-        t = time.perf_counter()
-        _, idx = r.index.search(r.encoder.encode(feats.descriptors)[None], self.config.starts)
-        names = [r.index.names[i] for i in idx[0] if i >= 0]
-        timings["retrieval"] = time.perf_counter() - t
+        _, _, names = self.retrieval.retrieve(query, self.config.starts, timings)
         if not names:
             return Estimate.failed("no mapping image retrieved", timings=timings)
         pyr = self._pyramid(query, timings)
@@ -136,6 +130,9 @@ class FeaturemetricLocalizer:
     def _align(self, pyr, cam, cam_from_world: Pose, timings: dict) -> Estimate:
         t = time.perf_counter()
         images = self._nearest_images(cam_from_world)
+        if not images:
+            return Estimate.failed("no mapping image looks within 90° of the starting pose's direction",
+                                   camera=cam)
         rows = np.unique(np.concatenate([self.retrieval.image_p3d[n] for n in images]))
         rows = rows[rows >= 0]
         res = refine_pose(pyr, cam, cam_from_world, self.retrieval.xyz[rows],

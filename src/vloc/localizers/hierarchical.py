@@ -214,13 +214,18 @@ class HierarchicalLocalizer:
             return [self.lightglue.match(feats, self.image_feats[n]) for n in names]
         return match_mutual_ratio_many(feats.descriptors, [self.image_feats[n] for n in names], self.config.ratio)
 
-    def localize(self, query: Query, prior: Prior | None = None) -> Estimate:
-        timings: dict[str, float] = {}
+    def retrieve(self, query: Query, k: int, timings: dict):
+        """The query's local features, its image size, and the names of the k most
+        similar mapping images (adds 'read', 'features', 'retrieval' to `timings`)."""
         feats, size = query_features(query, self.extractor, self.resize_max, timings)
         t = time.perf_counter()
-        _, idx = self.index.search(self.encoder.encode(feats.descriptors)[None], self.config.k)
-        names = [self.index.names[i] for i in idx[0] if i >= 0]
+        _, idx = self.index.search(self.encoder.encode(feats.descriptors)[None], k)
         timings["retrieval"] = time.perf_counter() - t
+        return feats, size, [self.index.names[i] for i in idx[0] if i >= 0]
+
+    def localize(self, query: Query, prior: Prior | None = None) -> Estimate:
+        timings: dict[str, float] = {}
+        feats, size, names = self.retrieve(query, self.config.k, timings)
         if not names:
             return Estimate.failed("no mapping image retrieved", timings=timings)
 

@@ -1,0 +1,50 @@
+"""Method `featuremetric` on templeRing (real photographs, exact poses): from the poses
+of the retrieved mapping images (7.5 cm / 7.7° away) to millimetres, and `refine`
+from any coarse pose."""
+import numpy as np
+import pytest
+
+import vloc
+from vloc.errors import DataError
+from vloc.geometry import pose_errors
+from vloc.localizers import Query
+
+
+@pytest.fixture(scope="module")
+def fm_map(temple, tmp_path_factory, one_torch_thread):
+    out = tmp_path_factory.mktemp("fm") / "map"
+    manifest = vloc.build_map(temple, out, method="featuremetric", split="odd-even", progress=False)
+    assert manifest["method"] == "featuremetric" and manifest["stats"]["points"] > 300
+    return out
+
+
+def test_localize_refines_the_retrieved_pose(fm_map, temple):
+    loc = vloc.load_localizer(fm_map)
+    for q in temple.split("odd-even")[0].query[:4]:
+        est = loc.localize(Query(q.name, image_path=q.image_path, camera=q.camera))
+        assert est.success, est.reason
+        start = loc.poses[est.details["start_image"]]
+        t0, r0 = pose_errors(start, q.cam_from_world)
+        t1, r1 = pose_errors(est.cam_from_world, q.cam_from_world)
+        assert t0 > 0.05 and r0 > 5                   # the retrieved pose: 7.5 cm, 7.7 degrees
+        assert t1 < 0.005 and r1 < 0.5, (q.name, t1, r1)
+        assert est.inliers > 150 and {"dense_features", "refinement", "retrieval"} <= set(est.timings)
+
+
+def test_refine_any_coarse_pose_and_report_failures(fm_map, temple):
+    from vloc.geometry import Pose
+    loc = vloc.load_localizer(fm_map)
+    q = temple.split("odd-even")[0].query[5]
+    query = Query(q.name, image_path=q.image_path, camera=q.camera)
+    gt = q.cam_from_world
+    nudged = Pose(gt.R, gt.t + [0.03, -0.02, 0.02])                   # 4 cm off
+    est = loc.refine(query, nudged)
+    assert est.success and pose_errors(est.cam_from_world, gt)[0] < 0.005
+    behind = Pose(np.diag([-1.0, 1.0, -1.0]) @ gt.R, gt.t)            # looking away from the temple
+    est = loc.refine(query, behind)
+    assert not est.success and "no mapping image looks within 90°" in est.reason
+    aside = Pose(gt.R, gt.t + [1.0, 0, 0])                           # 1 m to the side: the temple out of view
+    est = loc.refine(query, aside)
+    assert not est.success and "too few map points in view" in est.reason
+    with pytest.raises(DataError, match="needs the query's camera"):
+        loc.localize(Query(q.name, image_path=q.image_path))
