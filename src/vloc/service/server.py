@@ -138,14 +138,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: dict) -> None:
         data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        if status in (411, 413):
-            self.send_header("Connection", "close")    # a body left unread would be read as the next request
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            if status in (411, 413):
+                self.send_header("Connection", "close")    # a body left unread would be read as the next request
+                self.close_connection = True
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):     # the client left: nothing to answer
             self.close_connection = True
-        self.end_headers()
-        self.wfile.write(data)
 
     def log_request(self, code="-", size="-"):
         elapsed = time.perf_counter() - getattr(self, "_started", time.perf_counter())
