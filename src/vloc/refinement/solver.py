@@ -7,9 +7,10 @@ feature of map point X_i, c_i its confidence and rho Cauchy's loss, by
 Levenberg-Marquardt (iteratively reweighted), coarse level to fine (PixLoc, Sarlin et
 al. CVPR 2021). Written here because no library does feature-metric alignment on CPU.
 
-The update is a left perturbation exp(xi) * cam_from_world, xi = (v, w). Points that
-leave the image or pass behind the camera keep the cost of a maximal residual (4:
-opposite unit features), so costs of different poses compare fairly. The Jacobian
+The update is a left perturbation exp(xi) * cam_from_world, xi = (v, w). Each level
+aligns the points in view at its start; one that leaves the image or passes behind
+the camera keeps the cost of a maximal residual (4: opposite unit features), so costs
+of different poses compare fairly and no pose is preferred for showing more points. The Jacobian
 uses the pinhole part of the camera; projection applies the distortion."""
 from __future__ import annotations
 
@@ -113,6 +114,18 @@ class _Level:
         return cost, sq, valid, H, g
 
 
+def _best_start(L: _Level, candidates: list) -> tuple[np.ndarray, np.ndarray]:
+    """The candidate pose this (finer) level prefers, on the points in view from all of
+    them: a coarser level's result is kept only if the finer features agree it is
+    better than where that level started (a coarse level's minimum can be biased)."""
+    if len(candidates) == 1:
+        return candidates[0]
+    evals = [L.evaluate(R, t) for R, t in candidates]
+    common = np.logical_and.reduce([e[2] for e in evals])
+    costs = [float(np.sum(L.conf[common] * L._rho(e[1][common]))) for e in evals]
+    return candidates[int(np.argmin(costs))]
+
+
 def refine_pose(pyramid, camera: Camera, cam_from_world: Pose, xyz: np.ndarray, refs: list[np.ndarray],
                 confidence: np.ndarray, config: RefineConfig = RefineConfig()) -> RefineResult:
     """Refine `cam_from_world` so that the query's pyramid features at the projections
@@ -126,8 +139,14 @@ def refine_pose(pyramid, camera: Camera, cam_from_world: Pose, xyz: np.ndarray, 
         return RefineResult(None, len(xyz), 0, f"too few map points in view of the starting pose "
                             f"({in_view} < {config.min_points})")
     history = []
+    candidates = []                         # the start and each level's result
     for level in config.levels:
         L = _Level(pyramid, level, camera, xyz, np.asarray(refs[level], np.float32), confidence, config)
+        candidates.append((R, t))
+        R, t = _best_start(L, candidates)
+        seen = L.evaluate(R, t)[2]          # the level aligns the points in view at its start only:
+        L = _Level(pyramid, level, camera, xyz[seen], np.asarray(refs[level][seen], np.float32),
+                   confidence[seen], config)  # bringing more points into view is no reward
         cost, _, _, H, g = L.evaluate(R, t, system=True)
         first, lam, it = cost, 1e-3, 0
         for it in range(1, config.iterations + 1):
