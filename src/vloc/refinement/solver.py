@@ -28,7 +28,7 @@ MAX_RESIDUAL = 4.0          # squared distance of opposite unit vectors
 class RefineConfig:
     iterations: int = 40           # LM iterations per level at most
     tolerance: float = 1e-4        # a level stops when a step lowers its cost by less than this fraction
-    robust_scale: float = 0.3      # Cauchy scale on squared feature distances
+    robust_scale: float = 0.05     # Cauchy scale on squared feature distances
     inlier_threshold: float = 0.1  # squared feature distance on the fine level for a point to agree
     min_points: int = 30           # points in view of the starting pose needed
     min_inliers: int = 20          # points that agree at the end, or the refinement failed
