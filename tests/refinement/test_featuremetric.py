@@ -48,3 +48,30 @@ def test_refine_any_coarse_pose_and_report_failures(fm_map, temple):
     assert not est.success and "too few map points in view" in est.reason
     with pytest.raises(DataError, match="needs the query's camera"):
         loc.localize(Query(q.name, image_path=q.image_path))
+
+
+def test_synthetic_room_from_near_the_truth(room, tmp_path, one_torch_thread):
+    """On the rendered room (exact poses and intrinsics), queries refined from 5 cm and
+    3° off their true pose: 5 of the 6 end within 1 cm and 0.2° (measured: 0.7-5.5 mm),
+    the sixth is reported as not converged, never as a wrong pose. (Before 01151c1 the
+    coarse level's biased minimum took some 30 cm away.)"""
+    from scipy.spatial.transform import Rotation
+    from vloc.geometry import Pose
+    fold = room.split("official")[0]
+    vloc.build_map(list(fold.mapping), tmp_path / "map", method="featuremetric", progress=False)
+    loc = vloc.load_localizer(tmp_path / "map")
+    rng = np.random.default_rng(0)
+    converged = 0
+    for q in fold.query:
+        gt = q.cam_from_world
+        axis, shift = rng.normal(size=3), rng.normal(size=3)
+        R = Rotation.from_rotvec(np.radians(3) * axis / np.linalg.norm(axis)).as_matrix()
+        start = Pose(R @ gt.R, R @ gt.t + 0.05 * shift / np.linalg.norm(shift))
+        est = loc.refine(Query(q.name, image_path=q.image_path, camera=q.camera), start)
+        if not est.success:
+            assert "did not converge" in est.reason
+            continue
+        t, r = pose_errors(est.cam_from_world, gt)
+        assert t < 0.01 and r < 0.2, (q.name, t, r)
+        converged += 1
+    assert converged >= 5
