@@ -54,7 +54,10 @@ def test_exif_focal_and_fallback_detection(tmp_path, fountain, capsys):
     exif.get_ifd(0x8769)[0xA405] = 28                      # 35 mm equivalent focal length
     im.save(tmp_path / "a.jpg", exif=exif)
     im.save(tmp_path / "b.png")
-    a, b = vloc.Scene.load(tmp_path).frames
+    Image.fromarray(np.full((300, 400), 1500, np.uint16)).save(tmp_path / "depth.png")   # a depth map
+    scene = vloc.Scene.load(tmp_path)
+    a, b = scene.frames
+    assert any("1 16-bit" in n for n in scene.notes)
     assert a.camera.params[0] == pytest.approx(28 / 43.27 * math.hypot(400, 300))
     assert b.camera == prior_camera((400, 300), None)
     assert vloc.Scene.load(fountain.root).format == "strecha"          # a folder of images is the last guess
