@@ -1,8 +1,8 @@
 """Maps from photos without poses, checked against ground truth: each scene's mapping
 images are copied, without calibration or poses, to a temporary folder (outside the
 project) and mapped as `vloc map FOLDER` does (images importer, SfM); the SfM camera
-centres are aligned to the ground truth by a similarity (pycolmap's estimate_sim3d),
-and the split's queries are localized with an unknown focal length.
+centres are aligned to the ground truth by a similarity (vloc.evaluation.align, as `vloc
+evaluate MAP DATA` does for SfM maps), and the split's queries are localized with an unknown focal length.
 
 Reports per scene: images registered, the refined focal length against the
 calibrated one, the mapping cameras' centre error after alignment (median and max,
@@ -29,14 +29,11 @@ import numpy as np
 DEFAULT_SCENES = ("strecha/fountain-P11:odd-even", "middlebury_temple/templeRing:odd-even", "nerf_fox:every-5")
 
 
-def rotation_error_deg(R_a: np.ndarray, R_b: np.ndarray) -> float:
-    c = (np.trace(R_a @ R_b.T) - 1) / 2
-    return float(np.degrees(np.arccos(np.clip(c, -1, 1))))
-
-
 def run_scene(data: Path, spec: str, work: Path) -> dict:
     import vloc
     from vloc._libs import pycolmap
+    from vloc.evaluation.align import sfm_alignment
+    from vloc.geometry import pose_errors
     from vloc.localizers import Query
     path, split = spec.split(":")
     scene = vloc.Scene.load(data / path)
@@ -50,12 +47,11 @@ def run_scene(data: Path, spec: str, work: Path) -> dict:
     map_seconds = time.perf_counter() - t
     rec = pycolmap.Reconstruction(str(work / f"{scene.name}_map" / "model"))
     truth = {f.image_path.name: f for f in fold.mapping}
+    gt_from_map = sfm_alignment(work / f"{scene.name}_map", fold.mapping)
     names = sorted(im.name for im in rec.images.values())
     sfm = np.array([rec.find_image_with_name(n).projection_center() for n in names])
     gt = np.array([truth[n].cam_from_world.center for n in names])
-    gt_from_sfm = pycolmap.estimate_sim3d(sfm, gt)
-    map_err = np.linalg.norm(gt_from_sfm * sfm - gt, axis=1)
-    R_align = gt_from_sfm.rotation.matrix()
+    map_err = np.linalg.norm(gt_from_map.scale * sfm @ gt_from_map.R.T + gt_from_map.t - gt, axis=1)
     loc = vloc.load_localizer(work / f"{scene.name}_map")
     q_t, q_r, failed = [], [], 0
     for q in fold.query:
@@ -65,9 +61,9 @@ def run_scene(data: Path, spec: str, work: Path) -> dict:
             q_t.append(np.inf)
             q_r.append(np.inf)
             continue
-        q_t.append(float(np.linalg.norm(gt_from_sfm * est.cam_from_world.center - q.cam_from_world.center)))
-        # world_from_cam rotations: R_gt_world_from_cam vs R_align @ R_sfm_world_from_cam
-        q_r.append(rotation_error_deg(R_align @ est.cam_from_world.R.T, q.cam_from_world.R.T))
+        e_t, e_r = pose_errors(gt_from_map.pose_to_gt(est.cam_from_world), q.cam_from_world)
+        q_t.append(e_t)
+        q_r.append(e_r)
     spread = scene.scale()
     cams = list(rec.cameras.values())
     calibrated = fold.mapping[0].camera.fx

@@ -228,6 +228,10 @@ def cmd_evaluate(args) -> int:
                    known_intrinsics=not args.unknown_intrinsics, prior_radius=args.prior_radius,
                    prior_noise=args.prior_noise, progress=not args.quiet)
     run.meta["map"] = str(map_dir) if map_dir else None
+    if run.meta.get("alignment"):
+        a = run.meta["alignment"]
+        print(f"map made by structure-from-motion: poses aligned to the ground truth by a similarity "
+              f"from {a['images']} map images (scale {a['scale']:.4g}, centres RMS {a['rms']:.3g} after alignment)")
     row = summary_row(run.summary, run.meta["preset"], run.meta["scene_scale"])
     print(markdown_table([{"scene": scene.name, "method": args.method, "split": args.split, **row}]))
     reasons = failure_summary(run.results)

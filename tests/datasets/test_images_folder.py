@@ -97,3 +97,22 @@ def test_pose_methods_refuse_photos_without_poses(photos, tmp_path, capsys):
         assert "pose" in err and err.count("\n") == 1, err
     assert main(["evaluate", str(photos / "photos"), "--split", "odd-even"]) == 2
     assert "ground-truth pose" in capsys.readouterr().err
+
+
+def test_evaluate_an_sfm_map_against_ground_truth(fountain, tmp_path, capsys):
+    """`vloc evaluate MAP DATA` with a map made by SfM from copies of the odd-even
+    mapping photos: the estimates are carried into the ground truth's frame by the
+    similarity of the 5 map images' centres; a split whose queries are map photos is
+    refused, matched by file name."""
+    from vloc.evaluation.run import evaluate
+    (tmp_path / "photos").mkdir()
+    for f in fountain.split("odd-even")[0].mapping:
+        shutil.copy(f.image_path, tmp_path / "photos" / f.image_path.name)
+    from vloc.maps.config import MapConfig
+    vloc.build_map(tmp_path / "photos", tmp_path / "map", MapConfig(resize_max=1024), progress=False)
+    run = evaluate(fountain, "odd-even", map_dir=tmp_path / "map", progress=False)
+    assert run.meta["alignment"]["images"] == 5 and run.meta["alignment"]["rms"] < 0.02
+    assert run.summary["failures"] == 0 and run.summary["median_translation_error"] < 0.05     # 5 cm
+    assert run.summary["median_rotation_error"] < 0.5
+    assert main(["evaluate", str(tmp_path / "map"), str(fountain.root), "--split", "even-odd", "-q"]) == 2
+    assert "query frame(s) of this split are in the map" in capsys.readouterr().err

@@ -6,7 +6,7 @@ import resource
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..progress import progress_bar
@@ -15,6 +15,7 @@ from ..datasets import Scene
 from ..errors import DataError
 from ..localizers.base import Query
 from ..localizers.prior import simulated_priors
+from .align import sfm_alignment
 from .metrics import QueryResult, query_result, summarize
 from .presets import default_preset, thresholds_for
 
@@ -71,7 +72,10 @@ def evaluate(scene: Scene, split: str, method: str = "structure", map_config=Non
         if len(folds) > 1:
             raise DataError(f"split {split!r} has {len(folds)} folds but one map was given; "
                             "omit the map to build one per fold")
-        _check_map_source(map_dir, scene, folds[0])
+        alignment = sfm_alignment(map_dir, scene.frames)
+        _check_map_source(map_dir, scene, folds[0], by_file_name=alignment is not None)
+    else:
+        alignment = None
     m = get_method(method)
     if prior_radius is None and m.uses_prior:
         prior_radius = DEFAULT_PRIOR_RADIUS
@@ -101,6 +105,8 @@ def evaluate(scene: Scene, split: str, method: str = "structure", map_config=Non
                 t = time.perf_counter()
                 est = localizer.localize(q, priors.get(frame.name))
                 seconds = time.perf_counter() - t
+                if alignment is not None and est.success:
+                    est = replace(est, cam_from_world=alignment.pose_to_gt(est.cam_from_world))
                 results.append(query_result(frame.name, est, frame.cam_from_world, seconds,
                                             fold=fold.name, peak_memory_mb=peak_rss_mb()))
     preset = preset or default_preset(scene)
@@ -112,7 +118,8 @@ def evaluate(scene: Scene, split: str, method: str = "structure", map_config=Non
     meta = {"scene": scene.name, "format": scene.format, "method": method, "split": split,
             "preset": preset, "scene_scale": scale, "folds": len(folds),
             "known_intrinsics": known_intrinsics,
-            "prior": {"radius": prior_radius, "noise": prior_noise} if prior_radius else None}
+            "prior": {"radius": prior_radius, "noise": prior_noise} if prior_radius else None,
+            "alignment": alignment.to_dict() if alignment is not None else None}
     config = {"map": map_config.to_dict() if hasattr(map_config, "to_dict") else {},
               "localizer": localizer.config.to_dict() if hasattr(localizer, "config") else {}}
     return EvaluationRun(results, summary, meta, config, maps)
@@ -123,16 +130,22 @@ def _source(scene: Scene, split: str, fold) -> dict:
             "fold": fold.name, "frames": [f.name for f in fold.mapping]}
 
 
-def _check_map_source(map_dir: Path, scene: Scene, fold) -> None:
+def _check_map_source(map_dir: Path, scene: Scene, fold, by_file_name: bool = False) -> None:
     """A query that is one of the map's own images would measure nothing (an error); a
-    map of another scene is most likely the wrong map (a warning: it may be meant)."""
+    map of another scene is most likely the wrong map (a warning: it may be meant).
+    `by_file_name`: an SfM map of copied photos, whose names are file names (and whose
+    folder's name is not the scene's)."""
     from ..maps.mapdir import read_manifest
     source = read_manifest(map_dir, verify="none").get("source", {})
-    if source.get("scene") and source["scene"] != scene.name:
+    if source.get("scene") and source["scene"] != scene.name and not by_file_name:
         warnings.warn(f"map {map_dir} was built from scene {source['scene']!r}; these queries are of "
                       f"{scene.name!r}", stacklevel=3)
     mapped = set(source.get("frames", []))
-    leaked = sorted(mapped & {f.name for f in fold.query})
+    queries = {f.name: f.name for f in fold.query}
+    if by_file_name:
+        mapped = {Path(n).name for n in mapped}
+        queries = {Path(n).name: n for n in queries}
+    leaked = sorted(queries[n] for n in mapped & set(queries))
     if leaked:
         raise DataError(f"{len(leaked)} query frame(s) of this split are in the map "
                         f"(e.g. {leaked[0]}): build the map with the same split")
