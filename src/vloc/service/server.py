@@ -8,7 +8,8 @@ The map is loaded once; each request localizes one image:
 
 Answers are JSON. A query that cannot be localized is still 200, with "success": false
 and the reason; a request vloc cannot use is 4xx with {"error": "..."} (bad camera,
-undecodable image, body too large). Queries are localized one at a time (the
+undecodable image, body too large). Ctrl-C or SIGTERM stops it cleanly (exit 0).
+Queries are localized one at a time (the
 localizer's extractor and torch threads are shared); /health answers meanwhile.
 """
 from __future__ import annotations
@@ -171,15 +172,26 @@ def make_server(map_dir, host: str = "127.0.0.1", port: int = 8000, max_mb: floa
                               int(max_mb * 2**20), quiet)
 
 
+class _Stop(Exception):
+    """SIGTERM (systemd, docker stop): stop serving cleanly."""
+
+
+def _stop(signum, frame):
+    raise _Stop
+
+
 def serve(map_dir, host: str = "127.0.0.1", port: int = 8000, max_mb: float = 64.0, quiet: bool = False) -> None:
-    """Serve until interrupted (Ctrl-C)."""
+    """Serve until interrupted (Ctrl-C) or terminated (SIGTERM); either ends cleanly."""
+    import signal
     server = make_server(map_dir, host, port, max_mb, quiet)
     info = server.info()
+    previous = signal.signal(signal.SIGTERM, _stop)
     print(f"serving {info['map']} ({info['method']}) on {server.url}: POST an image to {server.url}/localize",
           flush=True)
     try:
         server.serve_forever()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Stop):
         pass
     finally:
+        signal.signal(signal.SIGTERM, previous)
         server.server_close()
