@@ -149,4 +149,4 @@ class FeaturemetricLocalizer:
     def _need_camera(query: Query) -> None:
         if query.camera is None:
             raise DataError(f"query {query.name}: featuremetric refinement needs the query's camera "
-                            "(--camera); it does not estimate intrinsics")
+                            "(--camera; for vloc serve the camera parameter): it does not estimate intrinsics")
