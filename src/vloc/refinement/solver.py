@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from ..errors import VlocError
 from ..geometry import Camera, Pose
@@ -59,14 +60,6 @@ def _skew_neg(X: np.ndarray) -> np.ndarray:
     z = np.zeros(len(X))
     x, y, w = X.T
     return np.stack([np.stack([z, w, -y], 1), np.stack([-w, z, x], 1), np.stack([y, -x, z], 1)], 1)
-
-
-def _so3_exp(w: np.ndarray) -> np.ndarray:
-    theta = np.linalg.norm(w)
-    K = np.array([[0, -w[2], w[1]], [w[2], 0, -w[0]], [-w[1], w[0], 0]])
-    if theta < 1e-12:
-        return np.eye(3) + K
-    return np.eye(3) + np.sin(theta) / theta * K + (1 - np.cos(theta)) / theta**2 * K @ K
 
 
 class _Level:
@@ -154,15 +147,16 @@ def refine_pose(pyramid, camera: Camera, cam_from_world: Pose, xyz: np.ndarray, 
                 delta = -np.linalg.solve(H + lam * np.diag(np.diag(H)) + 1e-9 * np.eye(6), g)
             except np.linalg.LinAlgError:
                 break
-            dR = _so3_exp(delta[3:])
+            dR = Rotation.from_rotvec(delta[3:]).as_matrix()
             R_new, t_new = dR @ R, dR @ t + delta[:3]
-            new_cost = L.evaluate(R_new, t_new)[0]
+            # with its system at once: the gradient reuses the sampled corners, and an
+            # accepted step (most are) needs it next
+            new_cost, _, _, H_new, g_new = L.evaluate(R_new, t_new, system=True)
             if new_cost < cost:
                 converged = cost - new_cost < config.tolerance * cost or np.linalg.norm(delta) < 1e-7
-                R, t, cost, lam = R_new, t_new, new_cost, max(lam / 10, 1e-6)
+                R, t, cost, H, g, lam = R_new, t_new, new_cost, H_new, g_new, max(lam / 10, 1e-6)
                 if converged:
                     break
-                cost, _, _, H, g = L.evaluate(R, t, system=True)
             else:
                 lam *= 10
                 if lam > 1e4:
