@@ -80,6 +80,5 @@ def estimate_absolute_pose_unknown_focal(p2d: np.ndarray, p3d: np.ndarray, width
     if inl.sum() < cfg.min_inliers:
         return PoseResult(None, inl, None, f"too few inliers ({int(inl.sum())} of {n} matches, "
                           f"need {cfg.min_inliers})")
-    cfw = ret["cam_from_world"]
     camera = Camera("SIMPLE_PINHOLE", width, height, tuple(cam.params))
-    return PoseResult(Pose(cfw.rotation.matrix(), cfw.translation), inl, camera)
+    return PoseResult(Pose.from_pycolmap(ret["cam_from_world"]), inl, camera)

@@ -79,6 +79,12 @@ class Pose:
         return cls(quat_to_rotmat(q_wxyz), t)
 
     @classmethod
+    def from_pycolmap(cls, rigid) -> Pose:
+        """From a pycolmap Rigid3d (e.g. `image.cam_from_world()`); duck-typed, so this
+        module needs no pycolmap."""
+        return cls(np.asarray(rigid.rotation.matrix()), np.asarray(rigid.translation))
+
+    @classmethod
     def from_matrix(cls, M, orthonormalize: bool = False) -> Pose:
         """From a 3x4 or 4x4 matrix [R | t]."""
         M = np.asarray(M, dtype=np.float64)

@@ -77,10 +77,7 @@ class FeaturemetricLocalizer:
         manifest = read_method_manifest(map_dir, "featuremetric")
         retrieval = HierarchicalLocalizer.load(map_dir / "hierarchical")
         rec = pycolmap.Reconstruction(str(map_dir / "hierarchical" / "structure" / "model"))
-        poses = {}
-        for im in rec.images.values():
-            cfw = im.cam_from_world()
-            poses[im.name] = Pose(cfw.rotation.matrix(), cfw.translation)
+        poses = {im.name: Pose.from_pycolmap(im.cam_from_world()) for im in rec.images.values()}
         refs, confidence, pyramid = read_references(map_dir / REFERENCES)
         return cls(manifest, retrieval, poses, refs, confidence, pyramid, config)
 

@@ -116,8 +116,7 @@ def load(path: Path) -> Scene:
                 continue
         pose = None
         if im.has_pose:
-            cfw = im.cam_from_world()
-            pose = Pose(cfw.rotation.matrix(), cfw.translation)
+            pose = Pose.from_pycolmap(im.cam_from_world())
         frames.append(Frame(name=im.name, camera=cameras[im.camera_id], image_path=image_path,
                             cam_from_world=pose, sensor=str(im.camera_id)))
     if missing:
