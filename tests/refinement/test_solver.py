@@ -83,3 +83,18 @@ def test_failures_say_why(field):
     noise = [r[rng.permutation(len(r))] for r in refs]                  # references of other points
     res = refine_pose(pyr, CAM, Pose.identity(), xyz, noise, np.ones(len(xyz)))
     assert res.cam_from_world is None and "did not converge" in res.reason
+
+
+@pytest.mark.parametrize("yaw,pitch,metres", [(15, 10, 0.2), (-10, 14, 0.3)])
+def test_turn_search_widens_the_basin(field, yaw, pitch, metres):
+    """Starts turned 18° away: the local refinement alone fails (and says so); with
+    the coarse-level search of turns about the start's centre it ends exactly."""
+    pyr, xyz, refs = field
+    R = Rotation.from_euler("yx", [yaw, pitch], degrees=True).as_matrix()
+    start = Pose(R, np.array([metres, -metres / 2, 0.0]))
+    local = refine_pose(pyr, CAM, start, xyz, refs, np.ones(len(xyz)), RefineConfig(search_degrees=0))
+    assert local.cam_from_world is None and "did not converge" in local.reason
+    res = refine_pose(pyr, CAM, start, xyz, refs, np.ones(len(xyz)), RefineConfig(search_degrees=20))
+    assert res.reason is None and res.inliers == 500
+    assert np.linalg.norm(res.cam_from_world.center) < 1e-6
+    assert np.abs(res.cam_from_world.R - np.eye(3)).max() < 1e-6

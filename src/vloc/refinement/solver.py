@@ -11,7 +11,12 @@ The update is a left perturbation exp(xi) * cam_from_world, xi = (v, w). Each le
 aligns the points in view at its start; one that leaves the image or passes behind
 the camera keeps the cost of a maximal residual (4: opposite unit features), so costs
 of different poses compare fairly and no pose is preferred for showing more points. The Jacobian
-uses the pinhole part of the camera; projection applies the distortion."""
+uses the pinhole part of the camera; projection applies the distortion.
+
+Before the first level, the start is turned about its own centre over a grid of yaw and
+pitch angles (+-20° by 5° by default) to the turn with the lowest coarse cost: a start
+whose view is shifted by more than the coarse features' basin (a few cells) converges
+from there. The untouched start stays a candidate (`_best_start`)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -36,11 +41,16 @@ class RefineConfig:
     min_inlier_ratio: float = 0.2  # ... and this fraction of the points in view at the end
     outside_residual: float = MAX_RESIDUAL   # squared residual charged to a point out of view
     levels: tuple[int, ...] = (0, 1, 2)
+    search_degrees: float = 20.0   # first turn the start about its centre by up to this (yaw / pitch
+    search_step: float = 5.0       # grid) to the coarsest level's lowest cost (0: no search)
 
     def __post_init__(self):
         object.__setattr__(self, "levels", tuple(int(v) for v in self.levels))
         if self.iterations < 1 or self.robust_scale <= 0 or self.inlier_threshold <= 0:
             raise VlocError("refinement needs iterations >= 1 and positive robust_scale, inlier_threshold")
+        if self.search_degrees < 0 or self.search_step <= 0:
+            raise VlocError(f"search_degrees must be >= 0 and search_step > 0, got {self.search_degrees}, "
+                            f"{self.search_step}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -119,6 +129,22 @@ def _best_start(L: _Level, candidates: list) -> tuple[np.ndarray, np.ndarray]:
     return candidates[int(np.argmin(costs))]
 
 
+def _search_start(L: _Level, R: np.ndarray, t: np.ndarray, config: RefineConfig):
+    """The start turned about its own centre (a yaw / pitch grid) to where the coarsest
+    level's cost is lowest, all points counted (those out of view at the maximal cost)."""
+    steps = np.arange(-config.search_degrees, config.search_degrees + 1e-9, config.search_step)
+    best = (L.evaluate(R, t)[0], R, t)
+    for yaw in steps:
+        for pitch in steps:
+            if yaw == 0 and pitch == 0:
+                continue
+            dR = Rotation.from_euler("yx", [yaw, pitch], degrees=True).as_matrix()
+            cost = L.evaluate(dR @ R, dR @ t)[0]
+            if cost < best[0]:
+                best = (cost, dR @ R, dR @ t)
+    return best[1], best[2]
+
+
 def refine_pose(pyramid, camera: Camera, cam_from_world: Pose, xyz: np.ndarray, refs: list[np.ndarray],
                 confidence: np.ndarray, config: RefineConfig = RefineConfig()) -> RefineResult:
     """Refine `cam_from_world` so that the query's pyramid features at the projections
@@ -133,6 +159,9 @@ def refine_pose(pyramid, camera: Camera, cam_from_world: Pose, xyz: np.ndarray, 
                             f"({in_view} < {config.min_points})")
     history = []
     candidates = []                         # the start and each level's result
+    if config.search_degrees > 0:
+        candidates.append((R, t))
+        R, t = _search_start(start, R, t, config)
     for level in config.levels:
         L = _Level(pyramid, level, camera, xyz, np.asarray(refs[level], np.float32), confidence, config)
         candidates.append((R, t))
