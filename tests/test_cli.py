@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vloc.cli import main
+from vloc.cli import EXIT_SOME_FAILED, main
 from vloc.evaluation import read_pose_file
 from vloc.geometry import pose_errors
 
@@ -53,6 +53,34 @@ def test_localize_known_and_unknown_focal(temple, temple_map, tmp_path, capsys):
     f_est = float(rec["estimated_camera"].split()[3])
     assert abs(f_est - cam.fx) / cam.fx < 0.03
     assert np.linalg.norm(np.array(rec["center"]) - queries[1].cam_from_world.center) < 0.02
+
+
+def _with_focal_35mm(src: Path, dst: Path, f35: int | None) -> Path:
+    """A copy of image `src` whose EXIF says the 35 mm equivalent focal length `f35`."""
+    from PIL import Image
+    with Image.open(src) as im:
+        exif = im.getexif()
+        if f35 is not None:
+            exif.get_ifd(0x8769)[0xA405] = f35
+        im.save(dst, exif=exif, quality=95)
+    return dst
+
+
+def test_localize_with_the_exif_focal_length(temple, temple_map, tmp_path, capsys):
+    """`--camera exif`: templeRing's focal 1520.4 px at 640 x 480 is 82.2 mm in 35 mm
+    terms; EXIF's whole 82 mm gives 1516.1 px, and the pose is still good. An image
+    without the tag fails with the reason, the others go on."""
+    q = temple.split("odd-even")[0].query[1]
+    with_tag = _with_focal_35mm(q.image_path, tmp_path / "tagged.jpg", 82)
+    bare = _with_focal_35mm(q.image_path, tmp_path / "bare.jpg", None)
+    js = tmp_path / "q.json"
+    argv = ["localize", str(temple_map), str(with_tag), str(bare), "--camera", "exif", "--json", str(js)]
+    assert main(argv) == EXIT_SOME_FAILED
+    good, bad = json.loads(js.read_text())
+    assert good["success"] and good["camera"] == "SIMPLE_PINHOLE 640 480 1516.06 320 240"
+    assert np.linalg.norm(np.array(good["center"]) - q.cam_from_world.center) < 0.01
+    assert not bad["success"] and "has no EXIF focal length" in bad["reason"]
+    assert "bare.jpg: FAILED" in capsys.readouterr().out
 
 
 def test_localize_a_folder_of_images(temple, temple_map, tmp_path, capsys):

@@ -100,7 +100,9 @@ def cmd_localize(args) -> int:
     from .geometry import Camera
     from .localizers import Query
     from .maps.depth import read_depth_image
-    camera = Camera.from_string(args.camera) if args.camera else None
+    from .geometry.exif import camera_from_exif
+    from_exif = (args.camera or "").strip().lower() == "exif"
+    camera = Camera.from_string(args.camera) if args.camera and not from_exif else None
     args.images = _expand_folders(args.images, "image")
     args.depth = _expand_folders(args.depth, "depth") if args.depth else args.depth
     _check_unique_names(args.images, args.output)
@@ -114,7 +116,7 @@ def cmd_localize(args) -> int:
         path = Path(path)
         t = time.perf_counter()
         try:
-            q = Query(path.name, image_path=path, camera=camera,
+            q = Query(path.name, image_path=path, camera=camera_from_exif(path) if from_exif else camera,
                       depth=None if depth is None else read_depth_image(depth, args.depth_scale))
             est = localizer.localize(q, prior_of(path))
         except DataError as e:          # a bad image fails this query, not the others
@@ -125,7 +127,7 @@ def cmd_localize(args) -> int:
         if est.success:
             p = est.cam_from_world
             poses[path.name] = p
-            if camera is None and est.camera is not None:
+            if camera is None and not from_exif and est.camera is not None:
                 rec["estimated_camera"] = str(est.camera)
             focal = f", f={est.camera.fx:.1f}" if camera is None and est.camera else ""
             support = f"inliers {est.inliers}/{est.correspondences}" if est.correspondences else "no matches"
@@ -339,7 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("localize", help="localize query images against a map")
     p.add_argument("map")
     p.add_argument("images", nargs="+", help="query images, or folders of them (their images sorted by name)")
-    p.add_argument("--camera", help="'MODEL WIDTH HEIGHT PARAMS...' (COLMAP); unknown focal length if omitted")
+    p.add_argument("--camera", help="'MODEL WIDTH HEIGHT PARAMS...' (COLMAP), or 'exif' (each image's EXIF "
+                   "35 mm focal length, principal point at the centre); unknown focal length if omitted")
     p.add_argument("--depth", nargs="+", metavar="DEPTH",
                    help="depth images (or folders of them) registered to the query images, one per "
                         "image in the same order (RGB-D queries: forest, scr, scr-dsac use them)")

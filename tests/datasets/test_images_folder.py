@@ -8,7 +8,7 @@ import pytest
 
 import vloc
 from vloc.cli import main
-from vloc.datasets.importers.images import prior_camera
+from vloc.geometry.exif import prior_camera
 from vloc.localizers import Query
 
 FOUNTAIN_FOCAL = 2759.48          # fountain-P11's calibrated focal length (px, 3072 x 2048)

@@ -146,4 +146,5 @@ class FeaturemetricLocalizer:
     def _need_camera(query: Query) -> None:
         if query.camera is None:
             raise DataError(f"query {query.name}: featuremetric refinement needs the query's camera "
-                            "(--camera; for vloc serve the camera parameter): it does not estimate intrinsics")
+                            "(--camera, or --camera exif for the EXIF focal length; for vloc serve the camera "
+                            "parameter): it does not estimate intrinsics")

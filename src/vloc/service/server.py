@@ -2,7 +2,7 @@
 
 The map is loaded once; each request localizes one image:
 
-    POST /localize[?camera=MODEL+W+H+PARAMS...][&prior=x,y[,z],radius][&name=q.jpg]
+    POST /localize[?camera=MODEL+W+H+PARAMS...|exif][&prior=x,y[,z],radius][&name=q.jpg]
          body: the encoded image (JPEG, PNG, ...), as it is stored
     GET  /health   the map, its method and the version
 
@@ -78,9 +78,14 @@ class _Handler(BaseHTTPRequestHandler):
         from ..localizers import Query
         from ..localizers.prior import parse_prior
         name = params.get("name", "image")
-        camera = Camera.from_string(params["camera"]) if "camera" in params else None
+        from ..geometry.exif import camera_from_exif
+        from_exif = params.get("camera", "").strip().lower() == "exif"
+        camera = Camera.from_string(params["camera"]) if "camera" in params and not from_exif else None
         prior = parse_prior(params["prior"]) if "prior" in params else None
-        image = decode_image(self._body(), f"the posted image {name!r}")
+        body = self._body()
+        image = decode_image(body, f"the posted image {name!r}")
+        if from_exif:
+            camera = camera_from_exif(body, f"the posted image {name!r}")
         t = time.perf_counter()
         with self.server.lock:
             est = self.server.localizer.localize(Query(name, image=image, camera=camera), prior)

@@ -15,18 +15,13 @@ truth; its one split, `all`, maps every image.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from ...errors import DataError
-from ...geometry import Camera
+from ...geometry.exif import DEFAULT_FOCAL_FACTOR, exif_focal, prior_camera
 from ...imageio import IMAGE_SUFFIXES
 from ..registry import register
 from ..scene import Frame, Scene
-
-DEFAULT_FOCAL_FACTOR = 1.2          # x the longer side, without EXIF (COLMAP's default)
-FULL_FRAME_DIAGONAL_MM = 43.27      # 36 x 24 mm; the 35 mm equivalent refers to it
-_EXIF_IFD, _F35 = 0x8769, 0xA405
 
 
 def _image_files(root: Path):
@@ -42,31 +37,6 @@ def detect(path: Path) -> bool:
 
 
 NOT_PHOTOS = ("I;16", "I;16B", "I", "F")    # 16-bit / float single channel: depth maps
-
-
-def exif_focal(path: Path) -> tuple[tuple[int, int], float | None, str]:
-    """((width, height) as stored, the EXIF 35 mm equivalent focal length or None, PIL mode)."""
-    from PIL import Image, UnidentifiedImageError
-    try:
-        with Image.open(path) as im:
-            size, exif, mode = im.size, im.getexif(), im.mode
-    except (UnidentifiedImageError, OSError) as e:
-        raise DataError(f"cannot read image {path}: {e}") from None
-    f35 = exif.get_ifd(_EXIF_IFD).get(_F35)
-    try:
-        f35 = float(f35) if f35 is not None and float(f35) > 0 else None
-    except (TypeError, ValueError):
-        f35 = None
-    return size, f35, mode
-
-
-def prior_camera(size: tuple[int, int], f35: float | None) -> Camera:
-    w, h = size
-    if f35 is not None:
-        f = f35 / FULL_FRAME_DIAGONAL_MM * math.hypot(w, h)
-    else:
-        f = DEFAULT_FOCAL_FACTOR * max(w, h)
-    return Camera("SIMPLE_RADIAL", w, h, (f, w / 2.0, h / 2.0, 0.0))
 
 
 def load(path: Path) -> Scene:
