@@ -7,6 +7,7 @@ counted as wrong (a false localization, not a reported failure). Prints a table 
 the success rate against the offset (PNG).
 
     python benchmarks/refinement.py [--scenes templeRing fountain-P11 synthetic] [--queries 10] [--tries 3]
+                                    [--search 0 20]   (without and with the start's turn search)
 
 The same refinement started from the retrieved images' poses (what `vloc evaluate
 --method featuremetric` measures) is in benchmarks/baselines.py.
@@ -38,7 +39,9 @@ def _offset(rng, gt, metres: float, degrees: float):
     return Pose(world_from_cam.R @ R, centre).inverse()          # turned about its own centre, moved
 
 
-def run_scene(rel: str, data: Path, out: Path, queries: int, tries: int) -> dict:
+def run_scene(rel: str, data: Path, out: Path, queries: int, tries: int, search: float | None = None) -> dict:
+    from dataclasses import replace
+
     import vloc
     from vloc.geometry import pose_errors
     from vloc.localizers import Query
@@ -49,6 +52,9 @@ def run_scene(rel: str, data: Path, out: Path, queries: int, tries: int) -> dict
     if not (map_dir / "manifest.json").is_file():
         vloc.build_map(list(fold.mapping), map_dir, method="featuremetric", overwrite=True, progress=False)
     loc = vloc.load_localizer(map_dir)
+    if search is not None:
+        loc.config = replace(loc.config, refine=replace(loc.config.refine, search_degrees=search))
+    search = loc.config.refine.search_degrees
     spread = scene.scale()
     rng = np.random.default_rng(0)
     rows = []
@@ -73,10 +79,10 @@ def run_scene(rel: str, data: Path, out: Path, queries: int, tries: int) -> dict
                      "wrong": wrong / n,
                      "median_error_pct_of_spread": 100 * float(np.median(errs)) if errs else None,
                      "median_seconds": float(np.median(secs))})
-        print(f"{scene.name}: {frac:.0%} / {degrees:g}°: {ok}/{n} converged, {wrong} wrong", file=sys.stderr,
-              flush=True)
-    return {"scene": rel, "split": split, "spread": spread, "queries": min(queries, len(fold.query)),
-            "rows": rows}
+        print(f"{scene.name} (search ±{search:g}°): {frac:.0%} / {degrees:g}°: {ok}/{n} converged, {wrong} wrong",
+              file=sys.stderr, flush=True)
+    return {"scene": rel, "search_degrees": search, "split": split, "spread": spread,
+            "queries": min(queries, len(fold.query)), "rows": rows}
 
 
 def plot(results: list[dict], path: Path) -> None:
@@ -85,8 +91,13 @@ def plot(results: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6.5, 4))
     labels = [f"{f:.0%}\n{d:g}°" for f, d in OFFSETS]
+    colours = {}
     for r in results:
-        ax.plot(range(len(OFFSETS)), [100 * row["success"] for row in r["rows"]], "o-", label=r["scene"])
+        colour = colours.setdefault(r["scene"], f"C{len(colours)}")
+        searched = r["search_degrees"] > 0
+        ax.plot(range(len(OFFSETS)), [100 * row["success"] for row in r["rows"]], "o-" if searched else "o--",
+                color=colour, alpha=1.0 if searched else 0.6,
+                label=f"{r['scene']}" + (f" (turn search ±{r['search_degrees']:g}°)" if searched else " (no search)"))
     ax.set_xticks(range(len(OFFSETS)), labels)
     ax.set_xlabel("starting offset (translation as % of the camera spread, rotation)")
     ax.set_ylabel(f"refined within {CONVERGED[0]:.0%} / {CONVERGED[1]:g}° (%)")
@@ -106,15 +117,19 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=10, help="queries per scene at most (default 10)")
     ap.add_argument("--tries", type=int, default=3, help="random offsets per query and size (default 3)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/refinement"))
+    ap.add_argument("--search", type=float, nargs="+", default=[None],
+                    help="turn search ranges (degrees) to run, e.g. 0 20 (default: the configuration's)")
     args = ap.parse_args()
     chosen = [rel for rel in SPLITS if any(s in rel for s in args.scenes)]
-    results = [run_scene(rel, args.data, args.out, args.queries, args.tries) for rel in chosen]
+    results = [run_scene(rel, args.data, args.out, args.queries, args.tries, search)
+               for rel in chosen for search in args.search]
     print("converged (in brackets: reported as localized but not within the threshold)")
     print("| scene | " + " | ".join(f"{f:.0%} / {d:g}°" for f, d in OFFSETS) + " | s/refine |")
     print("|---|" + "---:|" * (len(OFFSETS) + 1))
     for r in results:
         cells = [f"{100 * row['success']:.0f} % ({100 * row['wrong']:.0f} %)" for row in r["rows"]]
-        print(f"| {r['scene']} | " + " | ".join(cells) + f" | {np.median([x['median_seconds'] for x in r['rows']]):.2f} |")
+        seconds = np.median([x["median_seconds"] for x in r["rows"]])
+        print(f"| {r['scene']} (search ±{r['search_degrees']:g}°) | " + " | ".join(cells) + f" | {seconds:.2f} |")
     args.out.mkdir(parents=True, exist_ok=True)
     plot(results, args.out / "basin.png")
     print(f"plot: {args.out / 'basin.png'}")
