@@ -29,6 +29,20 @@ def test_localize_refines_the_retrieved_pose(fm_map, temple):
         assert t0 > 0.05 and r0 > 5                   # the retrieved pose: 7.5 cm, 7.7 degrees
         assert t1 < 0.005 and r1 < 0.5, (q.name, t1, r1)
         assert est.inliers > 150 and {"dense_features", "refinement", "retrieval"} <= set(est.timings)
+        assert est.details["starts_tried"] == 1             # the first start settles it (>= 50 % agree)
+
+
+def test_every_start_tried_unless_one_settles(fm_map, temple):
+    """settle_ratio = 1 tries all three retrieved starts: the same pose to a millimetre."""
+    from dataclasses import replace
+    loc = vloc.load_localizer(fm_map)
+    q = temple.split("odd-even")[0].query[2]
+    query = Query(q.name, image_path=q.image_path, camera=q.camera)
+    first = loc.localize(query)
+    loc.config = replace(loc.config, settle_ratio=1.0)
+    every = loc.localize(query)
+    assert first.details["starts_tried"] == 1 and every.details["starts_tried"] == 3
+    assert every.success and pose_errors(every.cam_from_world, first.cam_from_world)[0] < 0.001
 
 
 def test_refine_any_coarse_pose_and_report_failures(fm_map, temple):

@@ -30,11 +30,15 @@ from .query_io import read_method_manifest
 class FeaturemetricConfig:
     starts: int = 3                  # retrieved images whose poses the refinement starts from
     neighbours: int = 3              # mapping images nearest the starting pose whose points are aligned
+    settle_ratio: float = 0.5        # a start whose result this fraction of the points in view agree
+                                     # with is kept without trying the later starts (1: try every start)
     refine: RefineConfig = RefineConfig()
 
     def __post_init__(self):
         if self.neighbours < 1 or self.starts < 1:
             raise VlocError(f"neighbours and starts must be >= 1, got {self.neighbours}, {self.starts}")
+        if not 0 < self.settle_ratio <= 1:
+            raise VlocError(f"settle_ratio must be in (0, 1], got {self.settle_ratio}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,16 +94,23 @@ class FeaturemetricLocalizer:
 
     def localize(self, query: Query, prior: Prior | None = None) -> Estimate:
         """Retrieval (the hierarchical map's VLAD), then the refinement from the pose of
-        each of the `starts` best retrieved images; the result with most inliers wins."""
+        each of the `starts` best retrieved images in turn; the result with most inliers
+        wins. A result that `settle_ratio` of the points in view agree with ends the
+        search early."""
         self._need_camera(query)
         timings: dict[str, float] = {}
         _, _, names = self.retrieval.retrieve(query, self.config.starts, timings)
         if not names:
             return Estimate.failed("no mapping image retrieved", timings=timings)
         pyr = self._pyramid(query, timings)
-        tried = [(name, self._align(pyr, query.camera, self.poses[name], timings)) for name in names]
+        tried = []
+        for name in names:
+            est = self._align(pyr, query.camera, self.poses[name], timings)
+            tried.append((name, est))
+            if est.success and est.inliers >= self.config.settle_ratio * est.details["in_view"]:
+                break
         name, best = max(tried, key=lambda nr: (nr[1].success, nr[1].inliers))
-        details = {**best.details, "retrieved": names, "start_image": name}
+        details = {**best.details, "retrieved": names, "start_image": name, "starts_tried": len(tried)}
         if not best.success and len(tried) > 1:
             details["attempts"] = {n: e.reason for n, e in tried}
             reason = f"from none of the {len(tried)} retrieved images' poses: {best.reason}"
@@ -136,7 +147,7 @@ class FeaturemetricLocalizer:
                           [r[rows] for r in self.refs], self.confidence[rows], self.config.refine)
         timings["refinement"] = timings.get("refinement", 0.0) + time.perf_counter() - t
         details = {"start": {"q_wxyz": cam_from_world.q.tolist(), "t": cam_from_world.t.tolist()},
-                   "images": images, "levels": res.levels}
+                   "images": images, "levels": res.levels, "in_view": res.in_view}
         if res.cam_from_world is None:
             return Estimate.failed(res.reason, inliers=res.inliers, correspondences=res.points, camera=cam,
                                    details=details)

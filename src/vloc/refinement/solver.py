@@ -63,6 +63,7 @@ class RefineResult:
     inliers: int                    # of them, those that agree at the end
     reason: str | None = None
     levels: list[dict] = field(default_factory=list)    # per level: cost before, after, iterations
+    in_view: int = 0                # points in view of the final pose
 
 
 def _skew_neg(X: np.ndarray) -> np.ndarray:
@@ -199,5 +200,5 @@ def refine_pose(pyramid, camera: Camera, cam_from_world: Pose, xyz: np.ndarray, 
     if inliers < max(config.min_inliers, config.min_inlier_ratio * seen):
         return RefineResult(None, len(xyz), inliers, f"refinement did not converge: {inliers} of the {seen} map "
                             f"points in view agree (feature distance² < {config.inlier_threshold}; needed "
-                            f"{max(config.min_inliers, int(np.ceil(config.min_inlier_ratio * seen)))})", history)
-    return RefineResult(pose, len(xyz), inliers, None, history)
+                            f"{max(config.min_inliers, int(np.ceil(config.min_inlier_ratio * seen)))})", history, seen)
+    return RefineResult(pose, len(xyz), inliers, None, history, seen)
