@@ -99,7 +99,8 @@ def map_config(method: str, loss: str | None, args, beta: float | None = None, s
     from vloc.localizers.registry import get_method
     cfg = get_method(method).config_type()
     wanted = {"loss": loss, "beta": beta, "seed": seed, "epochs": args.epochs, "max_minutes": args.train_minutes,
-              "image_size": args.image_size, "mapnet_weight": args.mapnet_weight, "trunk": args.trunk}
+              "image_size": args.image_size, "mapnet_weight": args.mapnet_weight, "trunk": args.trunk,
+              "weighting_init": args.weighting_init if loss == "learned" else None}
     fields = cfg.to_dict() if hasattr(cfg, "to_dict") else {}
     given = {k: v for k, v in wanted.items() if v is not None and k in fields}
     return type(cfg).from_dict({**fields, **given}) if given else cfg
@@ -225,6 +226,8 @@ def main(argv=None) -> int:
     ap.add_argument("--trunk", choices=["resnet", "aliked"], help="pose regression trunk (default: the config's)")
     ap.add_argument("--mapnet-weight", type=float, help="mapnet: weight of the relative terms (default: the config's)")
     ap.add_argument("--image-size", type=int, help="pose regression input size (default: the config's)")
+    ap.add_argument("--weighting-init", choices=["kendall", "first-batch"],
+                    help="learned loss: how s_c, s_r start (default: the config's)")
     ap.add_argument("--analyze", action="store_true",
                     help="draw each regression map's base poses (Sattler et al.) beside it")
     ap.add_argument("--generate-only", action="store_true", help="only render the synthetic scene")

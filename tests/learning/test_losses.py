@@ -24,6 +24,23 @@ def test_hand_tuned_value_gradient_and_quaternion_sign():
     assert quaternion_distance(-q * 2, q).item() < 1e-7
 
 
+def test_learned_weighting_from_the_first_batch():
+    """weighting_init = first-batch: s starts at log of the first batch's mean errors
+    (its optimum for them), once; a checkpoint keeps that it has started."""
+    w = LearnedWeighting(from_first_batch=True)
+    loss = w(torch.tensor([2.0, 4.0]), torch.tensor([0.1, 0.3]))
+    assert w.s_c.item() == pytest.approx(math.log(3.0)) and w.s_r.item() == pytest.approx(math.log(0.2))
+    assert loss.item() == pytest.approx(2 + math.log(3.0) + math.log(0.2), rel=1e-6)
+    loss.backward()
+    assert abs(w.s_c.grad.item()) < 1e-6 and abs(w.s_r.grad.item()) < 1e-6    # at the optimum
+    w(torch.tensor([10.0]), torch.tensor([1.0]))                                 # not set again
+    assert w.s_c.item() == pytest.approx(math.log(3.0))
+    again = LearnedWeighting(from_first_batch=True)
+    again.load_state_dict(w.state_dict())
+    again(torch.tensor([10.0]), torch.tensor([1.0]))
+    assert again.s_c.item() == pytest.approx(math.log(3.0))
+
+
 def test_learned_weighting_value_gradient_and_no_collapse():
     w = LearnedWeighting()
     assert (w.s_c.item(), w.s_r.item()) == (0.0, -3.0)

@@ -5,7 +5,7 @@ from dataclasses import asdict, dataclass
 
 from ..configs import check_keys
 from ..errors import VlocError
-from .losses import LOSSES
+from .losses import LOSSES, WEIGHTING_INITS
 from .networks import TRUNKS
 
 
@@ -22,6 +22,8 @@ class PoseRegressionConfig:
     batch_size: int = 16
     lr: float = 1e-3
     weighting_lr: float = 1e-2      # learned loss: Adam step of s_c, s_r (at lr they move <= 1 per 1000 steps)
+    weighting_init: str = "kendall"  # learned loss: s_c, s_r start at 0, -3 (kendall), or at log of the
+                                     # first batch's mean errors (first-batch)
     weight_decay: float = 1e-4
     seed: int = 0
     augment: bool = True            # brightness / contrast jitter and small crops
@@ -37,6 +39,8 @@ class PoseRegressionConfig:
     def __post_init__(self):
         if self.loss not in LOSSES:
             raise VlocError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.weighting_init not in WEIGHTING_INITS:
+            raise VlocError(f"weighting_init must be one of {', '.join(WEIGHTING_INITS)}, got {self.weighting_init!r}")
         if self.trunk not in TRUNKS:
             raise VlocError(f"trunk must be one of {', '.join(TRUNKS)}, got {self.trunk!r}")
         positive = ("width", "feature_dim", "epochs", "batch_size", "points_per_frame", "mapnet_neighbours")

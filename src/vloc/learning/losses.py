@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 LOSSES = ("hand-tuned", "learned", "reprojection")
+WEIGHTING_INITS = ("kendall", "first-batch")     # how the learned weights start (LearnedWeighting)
 
 
 def quaternion_distance(q_pred: torch.Tensor, q_true: torch.Tensor) -> torch.Tensor:
@@ -37,14 +38,23 @@ def hand_tuned_loss(position_error: torch.Tensor, rotation_error: torch.Tensor, 
 class LearnedWeighting(nn.Module):
     """Homoscedastic uncertainty weighting with trained log-variances s_c, s_r. For a
     fixed error e the minimum over s is at s = log e and equals 1 + log e: the
-    weights cannot drive the loss down on their own."""
+    weights cannot drive the loss down on their own.
 
-    def __init__(self, s_c: float = 0.0, s_r: float = -3.0):
+    Start: Kendall & Cipolla's s_c = 0, s_r = -3, or (`from_first_batch`) the optimum
+    for the first batch's errors, s = log of their mean, set on the first call."""
+
+    def __init__(self, s_c: float = 0.0, s_r: float = -3.0, from_first_batch: bool = False):
         super().__init__()
         self.s_c = nn.Parameter(torch.tensor(float(s_c)))
         self.s_r = nn.Parameter(torch.tensor(float(s_r)))
+        self.register_buffer("started", torch.tensor(not from_first_batch))
 
     def forward(self, position_error: torch.Tensor, rotation_error: torch.Tensor) -> torch.Tensor:
+        if not bool(self.started):
+            with torch.no_grad():
+                self.s_c.fill_(torch.log(position_error.detach().mean().clamp_min(1e-6)))
+                self.s_r.fill_(torch.log(rotation_error.detach().mean().clamp_min(1e-6)))
+                self.started.fill_(True)
         return (position_error.mean() * torch.exp(-self.s_c) + self.s_c
                 + rotation_error.mean() * torch.exp(-self.s_r) + self.s_r)
 

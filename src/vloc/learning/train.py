@@ -79,7 +79,8 @@ class Trainer:
         if len(self.train_idx) < 2:
             raise VlocError(f"pose regression needs at least 2 training frames, got {len(self.train_idx)}")
         self.positions = (data.centres - model.position_mean) / model.position_scale
-        self.weighting = LearnedWeighting() if config.loss == "learned" else None
+        self.weighting = (LearnedWeighting(from_first_batch=config.weighting_init == "first-batch")
+                          if config.loss == "learned" else None)
         if variant == "mapnet":
             local = neighbours(data.centres[self.train_idx], data.quaternions[self.train_idx], config.mapnet_neighbours)
             self.neighbours = torch.zeros(len(data), local.shape[1], dtype=torch.long)   # by frame index
