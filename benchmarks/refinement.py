@@ -59,7 +59,7 @@ def run_scene(rel: str, data: Path, out: Path, queries: int, tries: int, search:
     rng = np.random.default_rng(0)
     rows = []
     for frac, degrees in OFFSETS:
-        ok, wrong, errs, secs = 0, 0, [], []
+        ok, wrong, errs, secs, agree = 0, 0, [], [], []
         for q in fold.query[:queries]:
             query = Query(q.name, image_path=q.image_path, camera=q.camera)
             for _ in range(tries):
@@ -67,18 +67,23 @@ def run_scene(rel: str, data: Path, out: Path, queries: int, tries: int, search:
                 t = time.perf_counter()
                 est = loc.refine(query, start)
                 secs.append(time.perf_counter() - t)
+                outcome = "failed"
                 if est.success:
                     e_t, e_r = pose_errors(est.cam_from_world, q.cam_from_world)
                     if e_t < CONVERGED[0] * spread and e_r < CONVERGED[1]:
                         ok += 1
                         errs.append(e_t / spread)
+                        outcome = "converged"
                     else:
                         wrong += 1          # reported as localized, but not near the truth
+                        outcome = "wrong"
+                in_view = est.details.get("in_view", 0)
+                agree.append({"outcome": outcome, "inliers": est.inliers, "in_view": in_view})
         n = min(queries, len(fold.query)) * tries
         rows.append({"offset_spread": frac, "offset_deg": degrees, "tries": n, "success": ok / n,
                      "wrong": wrong / n,
                      "median_error_pct_of_spread": 100 * float(np.median(errs)) if errs else None,
-                     "median_seconds": float(np.median(secs))})
+                     "median_seconds": float(np.median(secs)), "tries_detail": agree})
         print(f"{scene.name} (search ±{search:g}°): {frac:.0%} / {degrees:g}°: {ok}/{n} converged, {wrong} wrong",
               file=sys.stderr, flush=True)
     return {"scene": rel, "search_degrees": search, "split": split, "spread": spread,
