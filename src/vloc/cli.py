@@ -97,12 +97,10 @@ def cmd_serve(args) -> int:
 def cmd_localize(args) -> int:
     from .api import load_localizer
     from .evaluation import write_pose_file
-    from .geometry import Camera
     from .localizers import Query
     from .maps.depth import read_depth_image
-    from .geometry.exif import camera_from_exif
-    from_exif = (args.camera or "").strip().lower() == "exif"
-    camera = Camera.from_string(args.camera) if args.camera and not from_exif else None
+    from .geometry.exif import EXIF, camera_option, query_camera
+    camera = camera_option(args.camera)
     args.images = _expand_folders(args.images, "image")
     args.depth = _expand_folders(args.depth, "depth") if args.depth else args.depth
     _check_unique_names(args.images, args.output)
@@ -116,7 +114,7 @@ def cmd_localize(args) -> int:
         path = Path(path)
         t = time.perf_counter()
         try:
-            q = Query(path.name, image_path=path, camera=camera_from_exif(path) if from_exif else camera,
+            q = Query(path.name, image_path=path, camera=query_camera(camera, path),
                       depth=None if depth is None else read_depth_image(depth, args.depth_scale))
             est = localizer.localize(q, prior_of(path))
         except DataError as e:          # a bad image fails this query, not the others
@@ -127,9 +125,9 @@ def cmd_localize(args) -> int:
         if est.success:
             p = est.cam_from_world
             poses[path.name] = p
-            if camera is None and not from_exif and est.camera is not None:
+            if camera is None and est.camera is not None:
                 rec["estimated_camera"] = str(est.camera)
-            focal = f", f={est.camera.fx:.1f}" if camera is None and est.camera else ""
+            focal = f", f={est.camera.fx:.1f}" if camera in (None, EXIF) and est.camera else ""
             support = f"inliers {est.inliers}/{est.correspondences}" if est.correspondences else "no matches"
             print(f"{path}: OK  {support}{focal}  centre "
                   f"{' '.join(f'{v:.4f}' for v in p.center)}  {dt:.2f} s")

@@ -14,6 +14,7 @@ from .camera import Camera
 DEFAULT_FOCAL_FACTOR = 1.2          # x the longer side, without EXIF (COLMAP's default)
 FULL_FRAME_DIAGONAL_MM = 43.27      # 36 x 24 mm; the 35 mm equivalent refers to it
 _EXIF_IFD, _F35 = 0x8769, 0xA405
+EXIF = "exif"                       # the camera option that reads each query's EXIF
 
 
 def exif_focal(source: Path | bytes, what: str | None = None) -> tuple[tuple[int, int], float | None, str]:
@@ -59,3 +60,16 @@ def camera_from_exif(source: Path | bytes, what: str | None = None) -> Camera:
                         "camera as 'MODEL WIDTH HEIGHT PARAMS...', or none to estimate the focal length")
     cam = prior_camera(size, f35)
     return Camera("SIMPLE_PINHOLE", cam.width, cam.height, cam.params[:3])
+
+
+def camera_option(spec: str | None) -> Camera | str | None:
+    """`--camera` / the service's `camera`: None (the focal length unknown), a Camera
+    ('MODEL WIDTH HEIGHT PARAMS...'), or EXIF (read per image by `query_camera`)."""
+    if spec is None or not spec.strip():
+        return None
+    return EXIF if spec.strip().lower() == EXIF else Camera.from_string(spec)
+
+
+def query_camera(option: Camera | str | None, source: Path | bytes, what: str | None = None) -> Camera | None:
+    """The camera of one query image under `camera_option`'s result."""
+    return camera_from_exif(source, what) if option == EXIF else option

@@ -73,19 +73,16 @@ class _Handler(BaseHTTPRequestHandler):
     def _post(self, path: str, params: dict) -> dict:
         if path != "/localize":
             raise _RequestError(404, f"no such endpoint {path}; try POST /localize or GET /health")
-        from ..geometry import Camera
+        from ..geometry.exif import camera_option, query_camera
         from ..imageio import decode_image
         from ..localizers import Query
         from ..localizers.prior import parse_prior
         name = params.get("name", "image")
-        from ..geometry.exif import camera_from_exif
-        from_exif = params.get("camera", "").strip().lower() == "exif"
-        camera = Camera.from_string(params["camera"]) if "camera" in params and not from_exif else None
+        camera = camera_option(params.get("camera"))
         prior = parse_prior(params["prior"]) if "prior" in params else None
         body = self._body()
         image = decode_image(body, f"the posted image {name!r}")
-        if from_exif:
-            camera = camera_from_exif(body, f"the posted image {name!r}")
+        camera = query_camera(camera, body, f"the posted image {name!r}")
         t = time.perf_counter()
         with self.server.lock:
             est = self.server.localizer.localize(Query(name, image=image, camera=camera), prior)
