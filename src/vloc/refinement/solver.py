@@ -130,11 +130,12 @@ def _best_start(L: _Level, candidates: list) -> tuple[np.ndarray, np.ndarray]:
     return candidates[int(np.argmin(costs))]
 
 
-def _search_start(L: _Level, R: np.ndarray, t: np.ndarray, config: RefineConfig):
-    """The start turned about its own centre (a yaw / pitch grid) to where the coarsest
-    level's cost is lowest, all points counted (those out of view at the maximal cost)."""
+def _search_start(L: _Level, R: np.ndarray, t: np.ndarray, cost: float, config: RefineConfig):
+    """The start (of coarsest-level `cost`) turned about its own centre (a yaw / pitch
+    grid) to where that cost is lowest, all points counted (those out of view at the
+    maximal cost)."""
     steps = np.arange(-config.search_degrees, config.search_degrees + 1e-9, config.search_step)
-    best = (L.evaluate(R, t)[0], R, t)
+    best = (cost, R, t)
     for yaw in steps:
         for pitch in steps:
             if yaw == 0 and pitch == 0:
@@ -154,7 +155,8 @@ def refine_pose(pyramid, camera: Camera, cam_from_world: Pose, xyz: np.ndarray, 
     confidence = np.asarray(confidence, np.float64)
     R, t = cam_from_world.R.copy(), cam_from_world.t.copy()
     start = _Level(pyramid, config.levels[0], camera, xyz, refs[config.levels[0]], confidence, config)
-    in_view = int(start.evaluate(R, t)[2].sum())
+    start_cost, _, start_valid = start.evaluate(R, t)
+    in_view = int(start_valid.sum())
     if in_view < config.min_points:
         return RefineResult(None, len(xyz), 0, f"too few map points in view of the starting pose "
                             f"({in_view} < {config.min_points})")
@@ -162,7 +164,7 @@ def refine_pose(pyramid, camera: Camera, cam_from_world: Pose, xyz: np.ndarray, 
     candidates = []                         # the start and each level's result
     if config.search_degrees > 0:
         candidates.append((R, t))
-        R, t = _search_start(start, R, t, config)
+        R, t = _search_start(start, R, t, start_cost, config)
     for level in config.levels:
         L = _Level(pyramid, level, camera, xyz, np.asarray(refs[level], np.float32), confidence, config)
         candidates.append((R, t))
