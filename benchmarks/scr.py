@@ -7,6 +7,8 @@ and `scr-dsac` (the same head, then DSAC fine-tuning).
     python benchmarks/scr.py --selection-study [--dsac-steps 150]
     python benchmarks/scr.py --mapping-input rgb   # mapping frames without depth: reprojection loss, P3P DSAC
     python benchmarks/scr.py --depth-noise kinect  # mapping depth with Kinect v1 noise and disparity steps
+    python benchmarks/scr.py --depth-noise shift:2 --dsac-minimal p3p   # depth misregistered by 2 px
+    python benchmarks/scr.py --depth-noise scale:1.03                    # depth 3 % too far
 
 The room is the one of benchmarks/forest.py (10 x 8 x 3 m, 320x240, 300 mapping frames on
 the two-loop path, 50 queries, seed 0), generated under --out or found there.
@@ -67,7 +69,8 @@ def scr_config(args) -> ScrConfig:
     base = ScrConfig().to_dict()
     given_dsac = {"steps": args.dsac_steps, "images": args.dsac_images, "lr": args.dsac_lr,
                   "optimizer": args.dsac_optimizer, "alpha": args.alpha, "hypotheses": args.dsac_hypotheses,
-                  "cells": args.dsac_cells, "exclude_frames": args.dsac_exclude}
+                  "cells": args.dsac_cells, "exclude_frames": args.dsac_exclude,
+                  "minimal": args.dsac_minimal}
     dsac = {**base["dsac"], **{k: v for k, v in given_dsac.items() if v is not None}}
     ransac = {**base["ransac"], **({"min_inliers": args.min_inliers} if args.min_inliers else {})}
     pnp = {**base["pnp"], **({"min_inliers": args.min_inliers} if args.min_inliers else {})}
@@ -101,18 +104,50 @@ def kinect_depth(depth: np.ndarray, rng) -> np.ndarray:
     return np.where(valid & (d > 0), KINECT_FB / np.maximum(d, 1e-6), 0.0)
 
 
-def noisy_depth_frames(frames: list, out: Path, seed: int) -> list:
-    """The frames with their depth replaced by Kinect-like copies (16-bit mm PNGs under
-    `out`, made once per frame, seeded by the frame's position)."""
+def shifted_depth(depth: np.ndarray, pixels: int) -> np.ndarray:
+    """The depth map moved `pixels` to the right (0 = none where it leaves the image): a
+    depth camera registered to the colour camera with that error, as 7-Scenes' depth is
+    not registered to its colour images."""
+    out = np.zeros_like(depth)
+    if pixels >= 0:
+        out[:, pixels:] = depth[:, :depth.shape[1] - pixels]
+    else:
+        out[:, :pixels] = depth[:, -pixels:]
+    return out
+
+
+def depth_error(spec: str):
+    """--depth-noise as a function (metric depth, rng) -> metric depth: `kinect`,
+    `shift:PX` (misregistered by PX pixels) or `scale:S` (every depth times S, a
+    miscalibrated depth scale)."""
+    kind, _, amount = spec.partition(":")
+    try:
+        if kind == "kinect" and not amount:
+            return kinect_depth
+        if kind == "shift":
+            pixels = int(amount)
+            return lambda z, rng: shifted_depth(z, pixels)
+        if kind == "scale" and float(amount) > 0:
+            return lambda z, rng: z * float(amount)
+    except ValueError:
+        pass
+    raise SystemExit(f"--depth-noise must be none, kinect, shift:PX or scale:S, got {spec!r}")
+
+
+def noisy_depth_frames(frames: list, out: Path, seed: int, spec: str = "kinect") -> list:
+    """The frames with their depth replaced by copies with the error `spec` (see
+    `depth_error`; 16-bit mm PNGs under `out`, made once per frame, seeded by the
+    frame's position)."""
     import cv2
 
     from vloc.datasets.synthetic.generate import DEPTH_SCALE, depth_to_png
+    error = depth_error(spec)
     out.mkdir(parents=True, exist_ok=True)
     noisy = []
     for i, f in enumerate(frames):
         path = out / f"{Path(f.name).stem}.png"
         if not path.is_file():
-            z = kinect_depth(read_depth(f).astype(np.float64), np.random.default_rng([seed, i]))
+            z = error(read_depth(f).astype(np.float64), np.random.default_rng([seed, i]))
             tmp = path.with_suffix(".tmp.png")
             cv2.imwrite(str(tmp), depth_to_png(z))
             tmp.replace(path)
@@ -123,17 +158,24 @@ def noisy_depth_frames(frames: list, out: Path, seed: int) -> list:
 def mapping_frames(fold, args, scene_name: str = "") -> list:
     """The mapping frames; with --mapping-input rgb without their depth (the head is
     then trained with the reprojection loss, DSAC with P3P hypotheses); with
-    --depth-noise kinect with Kinect-like depth."""
+    --depth-noise with the depth error it names."""
     frames = list(fold.mapping)
     if args.mapping_input == "rgb":
         return [replace(f, depth_path=None) for f in frames]
-    if args.depth_noise == "kinect":
-        return noisy_depth_frames(frames, args.out / "kinect_depth" / scene_name, args.seed)
+    if args.depth_noise != "none":
+        return noisy_depth_frames(frames, args.out / f"{noise_tag(args)}_depth" / scene_name, args.seed,
+                                  args.depth_noise)
     return frames
 
 
+def noise_tag(args) -> str:
+    return args.depth_noise.replace(":", "")
+
+
 def suffix(args) -> str:
-    return ("" if args.mapping_input == "rgbd" else "_rgbmap") + ("_kinect" if args.depth_noise == "kinect" else "")
+    return (("" if args.mapping_input == "rgbd" else "_rgbmap")
+            + ("" if args.depth_noise == "none" else "_" + noise_tag(args))
+            + ("" if args.dsac_minimal in (None, "auto") else "_" + args.dsac_minimal))
 
 
 def load() -> str:
@@ -301,8 +343,11 @@ def main(argv=None) -> int:
     ap.add_argument("--min-inliers", type=int, help="RANSAC and PnP inliers needed (default: the config's)")
     ap.add_argument("--mapping-input", choices=["rgbd", "rgb"], default="rgbd",
                     help="mapping frames with depth (coordinate loss) or colour only (reprojection loss)")
-    ap.add_argument("--depth-noise", choices=["none", "kinect"], default="none",
-                    help="mapping frames' depth exact or as a Kinect v1 would measure it (queries keep theirs)")
+    ap.add_argument("--depth-noise", default="none",
+                    help="mapping frames' depth: none (exact), kinect (as a Kinect v1 would measure it), "
+                    "shift:PX (misregistered by PX pixels) or scale:S (times S); queries keep theirs")
+    ap.add_argument("--dsac-minimal", choices=["auto", "p3p"], help="DSAC hypotheses: auto (Kabsch on the "
+                    "frame's depth where it has depth) or p3p (from the pixels only); default: the config's")
     ap.add_argument("--selection-study", action="store_true", help="argmax vs soft-argmax vs probabilistic")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/scr"))

@@ -211,6 +211,27 @@ def test_a_random_subset_of_cells(buffer):
         ScrConfig.from_dict({"dsac": {"cells": 8}})
 
 
+def test_p3p_hypotheses_on_images_with_depth(buffer):
+    """dsac.minimal = p3p: an image with depth becomes a colour-only problem (its
+    cells' rays, 4-point sets), and its exact coordinates give the true pose."""
+    from vloc.errors import VlocError
+    from vloc.scr.config import ScrConfig
+    from vloc.scr.dsac import dsac_loss, image_problem, training_images
+    head = cnn_head(buffer)
+    k = int(training_images(buffer)[0])
+    rows = buffer.rows(k)
+    assert buffer.has_depth[int(buffer.frame[rows.start])]
+    cfg = replace(CONFIG, dsac=replace(CONFIG.dsac, minimal="p3p"))
+    _, sets, R, t, obs = image_problem(head, buffer, k, cfg, np.random.default_rng(0))
+    assert "cam" not in obs and obs["rays"].shape == (rows.stop - rows.start, 2) and sets.shape[1] == 4
+    _, info = dsac_loss(buffer.targets[rows], sets, R, t, cfg.dsac, **obs)
+    assert info["expected_loss"] < 0.05                         # max(cm, degrees)
+    _, info = dsac_loss(buffer.targets[rows] + torch.tensor([0.05, 0.0, 0.0]), sets, R, t, cfg.dsac, **obs)
+    assert 4.5 < info["expected_loss"] < 5.5                    # shifted 5 cm: a pose loss of 5
+    with pytest.raises(VlocError, match="minimal must be auto or p3p"):
+        ScrConfig.from_dict({"dsac": {"minimal": "kabsch"}})
+
+
 def cnn_head(buffer):
     from vloc.scr import cnn
     head = cnn.new_head(buffer, CONFIG).eval()

@@ -111,6 +111,8 @@ class DsacConfig:
     coordinate_weight: float = 1.0     # each step also: this x the coordinate loss (cm) of buffer cells
     coordinate_batch: int = 2048       # ... on this many random cells
     loss_clamp: float = 100.0          # pose loss max(degrees, cm), clamped
+    minimal: str = "auto"              # hypotheses: auto (3-point Kabsch where the image has depth, else
+                                       # P3P) | p3p (P3P from the pixels, even where it has depth)
     exclude_frames: int = -1           # prototype head: DSAC images use no key of their own frame and of
                                        # this many frames around it, as a query (-1: the training candidates)
     seed: int = 0
@@ -184,6 +186,8 @@ class ScrConfig:
         if d.optimizer not in ("sgd", "adam") or not 0 <= d.momentum < 1:
             raise VlocError(f"scr dsac: optimizer must be sgd or adam and 0 <= momentum < 1, got {d.optimizer!r}, "
                             f"{d.momentum}")
+        if d.minimal not in ("auto", "p3p"):
+            raise VlocError(f"scr dsac minimal must be auto or p3p, got {d.minimal!r}")
         if d.exclude_frames < -1:
             raise VlocError(f"scr dsac exclude_frames must be >= -1, got {d.exclude_frames}")
         if d.cells != 0 and d.cells < MIN_DSAC_CELLS:

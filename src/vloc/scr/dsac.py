@@ -248,7 +248,7 @@ def image_problem(head, buf, k: int, config: ScrConfig, rng, candidates: torch.T
     features, cand = head_inputs(head, buf, rows)
     coords = head(features, cand if candidates is None else candidates[rows])
     obs = {"focal": float(buf.focal[frame])}
-    if buf.has_depth[frame]:
+    if buf.has_depth[frame] and config.dsac.minimal != "p3p":
         obs["cam"] = buf.targets[rows] @ P[:, :3].T + P[:, 3]
         sets = sample_sets(obs["cam"].numpy(), config.dsac.hypotheses, 3, config.dsac.threshold_3d ** 2, rng)
     else:
