@@ -70,7 +70,7 @@ def scr_config(args) -> ScrConfig:
     given_dsac = {"steps": args.dsac_steps, "images": args.dsac_images, "lr": args.dsac_lr,
                   "optimizer": args.dsac_optimizer, "alpha": args.alpha, "hypotheses": args.dsac_hypotheses,
                   "cells": args.dsac_cells, "exclude_frames": args.dsac_exclude,
-                  "minimal": args.dsac_minimal}
+                  "minimal": args.dsac_minimal, "coordinate_weight": args.dsac_coordinate_weight}
     dsac = {**base["dsac"], **{k: v for k, v in given_dsac.items() if v is not None}}
     ransac = {**base["ransac"], **({"min_inliers": args.min_inliers} if args.min_inliers else {})}
     pnp = {**base["pnp"], **({"min_inliers": args.min_inliers} if args.min_inliers else {})}
@@ -348,6 +348,8 @@ def main(argv=None) -> int:
                     "shift:PX (misregistered by PX pixels) or scale:S (times S); queries keep theirs")
     ap.add_argument("--dsac-minimal", choices=["auto", "p3p"], help="DSAC hypotheses: auto (Kabsch on the "
                     "frame's depth where it has depth) or p3p (from the pixels only); default: the config's")
+    ap.add_argument("--dsac-coordinate-weight", type=float, help="weight of the coordinate-loss anchor in "
+                    f"each DSAC step (default {DsacConfig().coordinate_weight}; 0: the pose loss alone, as DSAC*)")
     ap.add_argument("--selection-study", action="store_true", help="argmax vs soft-argmax vs probabilistic")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/scr"))
