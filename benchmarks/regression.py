@@ -100,7 +100,9 @@ def map_config(method: str, loss: str | None, args, beta: float | None = None, s
     cfg = get_method(method).config_type()
     wanted = {"loss": loss, "beta": beta, "seed": seed, "epochs": args.epochs, "max_minutes": args.train_minutes,
               "image_size": args.image_size, "mapnet_weight": args.mapnet_weight, "trunk": args.trunk,
-              "weighting_init": args.weighting_init if loss == "learned" else None}
+              "weighting_init": args.weighting_init if loss == "learned" else None,
+              "weight_decay": args.weight_decay, "optimizer": args.optimizer, "patience": args.patience,
+              "lr_schedule": args.lr_schedule}
     fields = cfg.to_dict() if hasattr(cfg, "to_dict") else {}
     given = {k: v for k, v in wanted.items() if v is not None and k in fields}
     return type(cfg).from_dict({**fields, **given}) if given else cfg
@@ -228,6 +230,13 @@ def main(argv=None) -> int:
     ap.add_argument("--image-size", type=int, help="pose regression input size (default: the config's)")
     ap.add_argument("--weighting-init", choices=["kendall", "first-batch"],
                     help="learned loss: how s_c, s_r start (default: the config's)")
+    ap.add_argument("--lr-schedule", choices=["constant", "cosine"], help="pose regression: the network's "
+                    "step size constant or decaying to 0 over the epochs (default: the config's)")
+    ap.add_argument("--patience", type=int, help="pose regression early stopping: epochs without a better "
+                    "held-out error (default: the config's)")
+    ap.add_argument("--weight-decay", type=float, help="pose regression weight decay (default: the config's)")
+    ap.add_argument("--optimizer", choices=["adam", "adamw"], help="pose regression optimizer: adam (L2 "
+                    "weight decay in the gradient) or adamw (decoupled); default: the config's")
     ap.add_argument("--analyze", action="store_true",
                     help="draw each regression map's base poses (Sattler et al.) beside it")
     ap.add_argument("--generate-only", action="store_true", help="only render the synthetic scene")

@@ -103,6 +103,11 @@ def test_config_errors():
         PoseRegressionConfig(loss="l2")
     with pytest.raises(VlocError, match="unknown pose regression map option"):
         PoseRegressionConfig.from_dict({"los": "learned"})
+    for bad, match in (({"optimizer": "sgd"}, "optimizer must be one of"),
+                       ({"lr_schedule": "step"}, "lr_schedule must be one of"),
+                       ({"weight_decay": -1e-4}, "weight_decay must be >= 0")):
+        with pytest.raises(VlocError, match=match):
+            PoseRegressionConfig(**bad)
     cfg = PoseRegressionConfig.from_dict({"loss": "reprojection", "epochs": 10})
     assert cfg.pretrain_epochs == 5 and PoseRegressionConfig.from_dict(cfg.to_dict()) == cfg
 
@@ -167,3 +172,23 @@ def test_learned_weights_have_their_own_step(tiny_room):
     for _ in range(15):
         tr.step()
     assert tr.weighting.s_r.item() > -3 + 0.1                # rotation errors >> exp(-3): s_r rises
+
+
+def test_cosine_schedule_decays_the_network_step_only(tiny_room):
+    """The network's lr follows 0.5 lr (1 + cos(pi step / (epochs x steps per epoch)));
+    the learned weights keep their own step; adamw is torch's AdamW."""
+    fold = tiny_room.split("official")[0]
+    config = PoseRegressionConfig(loss="learned", epochs=2, lr_schedule="cosine", optimizer="adamw", **TINY)
+    tr = _trainer(fold, config, "posenet")
+    assert isinstance(tr.optimizer, torch.optim.AdamW)
+    total = 2 * tr.steps_per_epoch
+    used = []
+    for _ in range(total):
+        tr.step()
+        used.append([g["lr"] for g in tr.optimizer.param_groups])
+    expected = [0.5 * 1e-3 * (1 + np.cos(np.pi * k / total)) for k in range(total)]
+    assert np.allclose([u[0] for u in used], expected) and used[0][0] == 1e-3 and used[-1][0] < 0.03 * 1e-3
+    assert all(u[1] == 1e-2 for u in used)
+    constant = _trainer(fold, PoseRegressionConfig(loss="learned", epochs=2, **TINY), "posenet")
+    constant.step()
+    assert constant.optimizer.param_groups[0]["lr"] == 1e-3 and type(constant.optimizer) is torch.optim.Adam

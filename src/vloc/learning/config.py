@@ -8,6 +8,9 @@ from ..errors import VlocError
 from .losses import LOSSES, WEIGHTING_INITS
 from .networks import TRUNKS
 
+OPTIMIZERS = ("adam", "adamw")
+LR_SCHEDULES = ("constant", "cosine")
+
 
 @dataclass(frozen=True)
 class PoseRegressionConfig:
@@ -25,6 +28,8 @@ class PoseRegressionConfig:
     weighting_init: str = "kendall"  # learned loss: s_c, s_r start at 0, -3 (kendall), or at log of the
                                      # first batch's mean errors (first-batch)
     weight_decay: float = 1e-4
+    optimizer: str = "adam"         # adam (weight decay added to the gradient, L2) | adamw (decoupled)
+    lr_schedule: str = "constant"   # constant | cosine (the network's lr decays to 0 over `epochs`)
     seed: int = 0
     augment: bool = True            # brightness / contrast jitter and small crops
     holdout_every: int = 10         # every Kth mapping frame is held out for early stopping (0: none)
@@ -41,6 +46,12 @@ class PoseRegressionConfig:
             raise VlocError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.weighting_init not in WEIGHTING_INITS:
             raise VlocError(f"weighting_init must be one of {', '.join(WEIGHTING_INITS)}, got {self.weighting_init!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise VlocError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise VlocError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if not self.weight_decay >= 0:
+            raise VlocError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.trunk not in TRUNKS:
             raise VlocError(f"trunk must be one of {', '.join(TRUNKS)}, got {self.trunk!r}")
         positive = ("width", "feature_dim", "epochs", "batch_size", "points_per_frame", "mapnet_neighbours")

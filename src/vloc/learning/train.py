@@ -89,7 +89,8 @@ class Trainer:
         weights = list(self.weighting.parameters()) if self.weighting is not None else []
         if weights:           # two scalars: their own step, no weight decay (it would pull s to 0)
             groups.append({"params": weights, "lr": config.weighting_lr, "weight_decay": 0.0})
-        self.optimizer = torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
+        optimizer = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+        self.optimizer = optimizer(groups, lr=config.lr, weight_decay=config.weight_decay)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.order = torch.zeros(0, dtype=torch.long)     # this epoch's batch order, consumed from `pos`
         self.pos = 0
@@ -170,6 +171,15 @@ class Trainer:
             return self.weighting(pos_err, rot_err)
         return hand_tuned_loss(pos_err, rot_err, self.config.beta)
 
+    def network_lr(self) -> float:
+        """The network's step size for the current step: the config's lr, or with the
+        cosine schedule its decay to 0 over `epochs` (a function of the step count, so a
+        resumed training continues it exactly). The learned weights keep their own."""
+        if self.config.lr_schedule == "constant":
+            return self.config.lr
+        total = self.config.epochs * self.steps_per_epoch
+        return 0.5 * self.config.lr * (1 + math.cos(math.pi * min(self.steps, total) / total))
+
     def step(self) -> float:
         self.model.train()
         idx, pairs = self._next_batch()
@@ -177,6 +187,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         loss = loss.detach()
+        self.optimizer.param_groups[0]["lr"] = self.network_lr()
         self.optimizer.step()
         self.steps += 1
         return loss.item()
