@@ -320,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--beta", type=float, help="posenet, mapnet: hand-tuned weight of the rotation error (default 3)")
         p.add_argument("--trunk", choices=["resnet", "aliked"],
                        help="posenet, mapnet: resnet from scratch (default) or frozen pretrained ALIKED features")
-        p.add_argument("--epochs", type=int, help="posenet, mapnet: training epochs (default 60)")
+        p.add_argument("--epochs", type=int, help="posenet, mapnet: training epochs (default 200)")
         p.add_argument("--max-minutes", type=float,
                        help="posenet, mapnet: training time budget in minutes (default: none)")
         p.add_argument("--format", help="dataset format (default: detected)")

@@ -8,14 +8,14 @@ from vloc.errors import VlocError
 from vloc.geometry import average_rotations, rotation_error_deg
 from vloc.learning.config import PoseRegressionConfig
 from vloc.learning.data import input_size, load_pose_data
-from vloc.learning.train import Trainer, build_model, holdout_split, train_pose_regressor
+from vloc.learning.train import Trainer, build_model, epochs_that_fit, holdout_split, train_pose_regressor
 
 TINY = dict(image_size=64, batch_size=8, width=8, feature_dim=64)
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_room):
-    """PoseNet, hand-tuned loss, up to 30 epochs of 5 steps (early stopping, patience 10)."""
+    """PoseNet, hand-tuned loss, 30 epochs of 5 steps (cosine schedule; early stopping, patience 40)."""
     fold = tiny_room.split("official")[0]
     return fold, train_pose_regressor(list(fold.mapping), PoseRegressionConfig(epochs=30, **TINY), progress=False)
 
@@ -189,6 +189,13 @@ def test_cosine_schedule_decays_the_network_step_only(tiny_room):
     expected = [0.5 * 1e-3 * (1 + np.cos(np.pi * k / total)) for k in range(total)]
     assert np.allclose([u[0] for u in used], expected) and used[0][0] == 1e-3 and used[-1][0] < 0.03 * 1e-3
     assert all(u[1] == 1e-2 for u in used)
-    constant = _trainer(fold, PoseRegressionConfig(loss="learned", epochs=2, **TINY), "posenet")
+    constant = _trainer(fold, PoseRegressionConfig(loss="learned", epochs=2, lr_schedule="constant", **TINY),
+                        "posenet")
     constant.step()
     assert constant.optimizer.param_groups[0]["lr"] == 1e-3 and type(constant.optimizer) is torch.optim.Adam
+
+
+def test_a_time_budget_ends_the_cosine_schedule_with_the_last_epoch_that_fits():
+    assert epochs_that_fit(epoch=2, epochs=200, seconds=20.0, longest=10.0, budget=100.0) == 10
+    assert epochs_that_fit(epoch=2, epochs=5, seconds=20.0, longest=10.0, budget=100.0) == 5
+    assert epochs_that_fit(epoch=9, epochs=200, seconds=95.0, longest=10.0, budget=100.0) == 10

@@ -63,6 +63,12 @@ def neighbours(centres: torch.Tensor, quats: torch.Tensor, k: int) -> torch.Tens
     return torch.from_numpy(best.astype(np.int64))
 
 
+def epochs_that_fit(epoch: int, epochs: int, seconds: float, longest: float, budget: float) -> int:
+    """The epochs a budgeted training will have run when it stops (at most `epochs`),
+    each assumed as long as the longest so far; at least the next one."""
+    return max(epoch + 1, min(epochs, epoch + int((budget - seconds) // longest)))
+
+
 class Trainer:
     """Holds everything that training changes, so that `state_dict()` /
     `load_state_dict()` resume it exactly (same batches, augmentations and weights)."""
@@ -104,6 +110,7 @@ class Trainer:
         self.out_of_time = False
         self.points_source: str | None = None             # reprojection: depth | triangulated | virtual plane
         self.seconds = 0.0                                # training time so far (resumes count on)
+        self.planned_epochs = config.epochs               # the cosine schedule's length (fit: budget)
         self.history: list[dict] = []
 
     # batches ------------------------------------------------------------
@@ -173,11 +180,12 @@ class Trainer:
 
     def network_lr(self) -> float:
         """The network's step size for the current step: the config's lr, or with the
-        cosine schedule its decay to 0 over `epochs` (a function of the step count, so a
-        resumed training continues it exactly). The learned weights keep their own."""
+        cosine schedule its decay to 0 over the planned epochs (`epochs`, or with a time
+        budget those that fit in it; a function of the step count, so a resumed training
+        continues it exactly). The learned weights keep their own."""
         if self.config.lr_schedule == "constant":
             return self.config.lr
-        total = self.config.epochs * self.steps_per_epoch
+        total = self.planned_epochs * self.steps_per_epoch
         return 0.5 * self.config.lr * (1 + math.cos(math.pi * min(self.steps, total) / total))
 
     def step(self) -> float:
@@ -248,6 +256,8 @@ class Trainer:
             if budget and self.seconds + longest > budget:
                 self.out_of_time = True
                 break
+            if budget and longest:       # the schedule ends with the last epoch that fits
+                self.planned_epochs = epochs_that_fit(self.epoch, self.config.epochs, self.seconds, longest, budget)
             t = time.perf_counter()
             loss = self.run_epoch()
             elapsed = time.perf_counter() - t
