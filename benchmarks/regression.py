@@ -8,6 +8,7 @@ absolute camera pose regression"). Their synthetic scene, MapNet trained on 203 
     python benchmarks/regression.py --synthetic 10000 --generate-only
     python benchmarks/regression.py --synthetic 200 --layout path
     python benchmarks/regression.py --scene middlebury_temple/templeRing --methods structure
+    python benchmarks/regression.py --replot out.json   # summary and β-sweep plot of a saved run
 
 The synthetic room's mapping images cover its free space (--layout cover, the
 default; the queries are the same for every N) or follow the old two-loop path
@@ -170,7 +171,8 @@ def beta_summary(runs: list[dict]) -> list[str]:
     """Per regression method: the β of the hand-tuned loss with the lowest median
     position error (and rotation error), beside the learned weighting; with several
     seeds, each median is the mean over the seeds, given with its standard error, and
-    the learned weighting's position error as a multiple of the best β's."""
+    the learned weighting's position error as a multiple of the best β's, and the βs
+    lower than the learned weighting on both errors."""
     import numpy as np
 
     def values(rs, key):                          # a failed run's median counts as infinite
@@ -202,8 +204,99 @@ def beta_summary(runs: list[dict]) -> list[str]:
         if learned:
             ratio = err(learned)[0] / err(tuned[by_t])[0] if err(tuned[by_t])[0] > 0 else float("nan")
             line += f"; learned weighting: {text(learned)}, {ratio:.2f}x the best β's position error"
+            lt, lr = err(learned)
+            better = [f"{b:g}" for b in sorted(tuned) if err(tuned[b])[0] < lt and err(tuned[b])[1] < lr]
+            line += f"; β lower on both errors: {', '.join(better) if better else 'none'}"
         lines.append(line)
     return lines
+
+
+def _sweep_points(runs: list[dict], method: str):
+    """{label: (mean t, se t, mean r, se r)} of the hand-tuned loss per β (in β order)
+    and of the learned weighting, means over seeds of the median errors."""
+    import numpy as np
+
+    def stats(rs):
+        t = np.array([np.inf if r["row"]["median t (m)"] is None else r["row"]["median t (m)"] for r in rs])
+        q = np.array([np.inf if r["row"]["median r (°)"] is None else r["row"]["median r (°)"] for r in rs])
+        se = (lambda v: float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0)
+        return float(t.mean()), se(t), float(q.mean()), se(q)
+
+    tuned: dict[float, list] = {}
+    for r in runs:
+        if r["method"] == method and r["loss"] == "hand-tuned":
+            tuned.setdefault(r["beta"], []).append(r)
+    points = {f"β = {b:g}": stats(tuned[b]) for b in sorted(tuned)}
+    learned = [r for r in runs if r["method"] == method and r["loss"] == "learned"]
+    if learned:
+        points["learned"] = stats(learned)
+    return points
+
+
+def sweep_panels(runs: list[dict], title: str = "") -> list[tuple[str, dict]]:
+    """(title, points) per regression method with a β sweep of at least two βs."""
+    panels = [(f"{m}{': ' + title if title else ''}", _sweep_points(runs, m)) for m in REGRESSION]
+    return [(t, p) for t, p in panels if sum(k != "learned" for k in p) >= 2]
+
+
+def plot_beta_sweep(panels: list[tuple[str, dict]], path: Path, columns: int = 3) -> Path | None:
+    """Median position against median rotation error (means over seeds, standard
+    error bars) of each β of the hand-tuned loss, joined in β order, and of the
+    learned weighting, one panel per (title, points) of `sweep_panels`. A point below
+    and left of another is better on both errors. None if there is no panel."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not panels:
+        return None
+    cols = min(columns, len(panels))
+    rows = -(-len(panels) // cols)
+    fig = Figure(figsize=(5.2 * cols, 4.2 * rows), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, (title, points) in zip(axes, panels):
+        tuned = [v for k, v in points.items() if k != "learned"]
+        ax.plot([v[0] for v in tuned], [v[2] for v in tuned], "-", color="tab:blue", alpha=0.5)
+        for label, (t, st, q, sq) in points.items():
+            style = dict(fmt="*", ms=14, color="tab:red") if label == "learned" else dict(fmt="o", color="tab:blue")
+            ax.errorbar(t, q, xerr=st, yerr=sq, capsize=3, **style)
+            ax.annotate(label, (t, q), textcoords="offset points", xytext=(6, 5), fontsize=9)
+        ax.set_xlabel("median position error (scene units; m if metric)")
+        ax.set_ylabel("median rotation error (°)")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp)
+    tmp.replace(path)
+    return path
+
+
+def replot(paths: list[Path], png: Path | None = None) -> int:
+    """The β summary and sweep plot of results JSON written by this script: one PNG
+    beside each, or all panels in `png`."""
+    import json
+    every = []
+    for path in paths:
+        try:
+            doc = json.loads(path.read_text())
+            runs, scene = doc["runs"], doc["meta"].get("scene", path.stem)
+        except (OSError, ValueError, KeyError) as e:
+            raise SystemExit(f"{path}: not a results JSON of benchmarks/regression.py ({e})")
+        print(f"{path} ({scene}):")
+        for line in beta_summary(runs):
+            print("  " + line)
+        panels = sweep_panels(runs, scene)
+        every += panels
+        if png is None:
+            out = plot_beta_sweep(panels, path.with_name(path.stem + "_beta.png"))
+            print(f"  PNG: {out}" if out else "  (no β sweep to plot)")
+    if png is not None:
+        print(f"PNG: {plot_beta_sweep(every, png)}")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -242,7 +335,12 @@ def main(argv=None) -> int:
     ap.add_argument("--generate-only", action="store_true", help="only render the synthetic scene")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/regression"))
     ap.add_argument("--json", type=Path, help="default: <out>/<scene>.json")
+    ap.add_argument("--replot", nargs="+", type=Path, metavar="JSON",
+                    help="no training: the β summary and sweep plot of results JSON of this script")
+    ap.add_argument("--replot-png", type=Path, help="--replot: every panel in this one PNG")
     args = ap.parse_args(argv)
+    if args.replot:
+        return replot(args.replot, args.replot_png)
     torch_threads(1)
     if (args.scene is None) == (args.synthetic is None):
         ap.error("give exactly one of --scene and --synthetic")
@@ -273,6 +371,9 @@ def main(argv=None) -> int:
     for line in beta_summary(runs):
         print(line)
     path = args.json or args.out / f"{scene.name}.json"
+    png = plot_beta_sweep(sweep_panels(runs, scene.name), path.with_name(path.stem + "_beta.png"))
+    if png:
+        print(f"β sweep plot: {png}")
     write_results(path, {"scene": scene.name, "split": split, "coverage": coverage(scene, split),
                          "methods": args.methods, "losses": args.losses, "betas": args.betas,
                          "seeds": args.seeds,
