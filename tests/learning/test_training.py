@@ -86,6 +86,24 @@ def test_checkpoint_resume_gives_identical_results(tiny_room, tmp_path, variant,
         other.load(tmp_path / "bad.pt")
 
 
+def test_the_reprojection_loss_starts_with_fresh_adam_moments(tiny_room):
+    """At the switch from the hand-tuned pretraining the optimizer's moments restart:
+    after one reprojection step every network parameter's Adam step count is 1."""
+    fold = tiny_room.split("official")[0]
+    config = PoseRegressionConfig(loss="reprojection", epochs=2, pretrain_fraction=0.5, points_per_frame=16, **TINY)
+    tr = _trainer(fold, config, "posenet")
+    for _ in range(tr.steps_per_epoch):
+        tr.step()
+    tr.end_epoch(0.0)
+    params = [p for p in tr.model.parameters() if p.requires_grad]
+    assert float(tr.optimizer.state[params[0]]["step"]) == tr.steps_per_epoch
+    tr.step()
+    assert tr.phase_loss == "reprojection"
+    assert all(float(tr.optimizer.state[p]["step"]) == 1 for p in params)
+    tr.step()
+    assert float(tr.optimizer.state[params[0]]["step"]) == 2
+
+
 def test_early_stopping_and_holdout(tiny_room):
     train, held = holdout_split(40, 10)
     assert held.tolist() == [9, 19, 29, 39] and len(train) == 36
