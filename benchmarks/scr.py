@@ -67,7 +67,7 @@ def scr_config(args) -> ScrConfig:
     given = {"steps": args.steps, "buffer_passes": args.passes, "prototypes": args.prototypes,
              "encoder": args.encoder, "max_size": max(args.size), "seed": args.seed}
     base = ScrConfig().to_dict()
-    given_dsac = {"steps": args.dsac_steps, "images": args.dsac_images, "lr": args.dsac_lr,
+    given_dsac = {"steps": args.dsac_steps, "images": args.dsac_images, "lr": args.dsac_lr, "temperature_lr": args.dsac_temperature_lr,
                   "optimizer": args.dsac_optimizer, "alpha": args.alpha, "hypotheses": args.dsac_hypotheses,
                   "cells": args.dsac_cells, "exclude_frames": args.dsac_exclude,
                   "minimal": args.dsac_minimal, "coordinate_weight": args.dsac_coordinate_weight}
@@ -336,6 +336,8 @@ def main(argv=None) -> int:
                     f"{DsacConfig().hypotheses})")
     ap.add_argument("--dsac-cells", type=int, help="random cells per DSAC image (default: the config's, 0 = all)")
     ap.add_argument("--dsac-lr", type=float, help=f"DSAC learning rate (default {DsacConfig().lr})")
+    ap.add_argument("--dsac-temperature-lr", type=float, help="DSAC step of the prototype head's softmax "
+                    "temperature (default: the config's; 0 = the DSAC lr)")
     ap.add_argument("--dsac-optimizer", choices=["sgd", "adam"], help=f"default {DsacConfig().optimizer}")
     ap.add_argument("--dsac-exclude", type=int, help="DSAC images without the keys of their own frame and "
                     "this many around it (default: the config's, -1 = none)")

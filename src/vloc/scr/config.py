@@ -99,6 +99,8 @@ class DsacConfig:
     images: int = 4
     optimizer: str = "adam"            # adam | sgd (with momentum; it degraded the head, see dsac.py)
     lr: float = 1e-5                   # 1e-4 raised DSAC's own objective from a trained head (RESULTS.md)
+    temperature_lr: float = 0.0        # prototype head: own step for its softmax temperature (one
+                                       # scalar every cell shares; 0: lr like the coordinates)
     momentum: float = 0.9              # sgd
     hypotheses: int = 64               # minimal sets per image
     cells: int = 0                     # random cells of each image that DSAC scores and trains (0: all)
@@ -196,6 +198,8 @@ class ScrConfig:
                                                                               d.coordinate_batch) < 1:
             raise VlocError("scr dsac: steps, refine_steps, coordinate_weight >= 0, images, hypotheses, "
                             "coordinate_batch >= 1 are needed")
+        if not d.temperature_lr >= 0:
+            raise VlocError(f"scr dsac temperature_lr must be >= 0, got {d.temperature_lr}")
         if not min(d.lr, d.threshold_3d, d.threshold_px, d.softness, d.alpha, d.loss_clamp) > 0:
             raise VlocError("scr dsac: lr, threshold_3d, threshold_px, softness, alpha and loss_clamp must be > 0")
         check_ransac(self.ransac, "scr")

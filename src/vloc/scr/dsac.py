@@ -345,9 +345,13 @@ def fine_tune(head, buf, config: ScrConfig, selection: str | None = None, progre
     t0, c0 = time.perf_counter(), time.process_time()
     query_like = query_like_candidates(head, buf, pool, config)
     head.train()
-    params = [p for name, p in head.named_parameters() if name != "keys"]
-    opt = (torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum) if cfg.optimizer == "sgd"
-           else torch.optim.Adam(params, lr=cfg.lr))
+    named = [(name, p) for name, p in head.named_parameters() if name != "keys"]
+    groups = [{"params": [p for name, p in named if name != "log_scale"]}]
+    scale = [p for name, p in named if name == "log_scale"]
+    if scale:                                        # the shared temperature: its own step if asked
+        groups.append({"params": scale, "lr": cfg.temperature_lr or cfg.lr})
+    opt = (torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum) if cfg.optimizer == "sgd"
+           else torch.optim.Adam(groups, lr=cfg.lr))
     every = max(1, cfg.steps // 20)
     history, running, skipped = [], [], 0
     bar = progress_bar(range(cfg.steps), f"DSAC fine-tuning ({selection or cfg.selection})", progress)
@@ -373,7 +377,8 @@ def fine_tune(head, buf, config: ScrConfig, selection: str | None = None, progre
         if (step + 1) % every == 0 or step + 1 == cfg.steps:
             mean = np.mean(running, axis=0)
             history.append({"step": step + 1, "expected_loss": float(mean[0]), "max_probability": float(mean[1]),
-                            "selected_loss": float(mean[2])})
+                            "selected_loss": float(mean[2]),
+                            **({"temperature": math.exp(-float(scale[0]))} if scale else {})})
             running = []
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{history[-1]['expected_loss']:.2f}")
