@@ -378,7 +378,7 @@ def fine_tune(head, buf, config: ScrConfig, selection: str | None = None, progre
             mean = np.mean(running, axis=0)
             history.append({"step": step + 1, "expected_loss": float(mean[0]), "max_probability": float(mean[1]),
                             "selected_loss": float(mean[2]),
-                            **({"temperature": math.exp(-float(scale[0]))} if scale else {})})
+                            **({"temperature": math.exp(-float(scale[0].detach()))} if scale else {})})
             running = []
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{history[-1]['expected_loss']:.2f}")
