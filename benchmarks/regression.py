@@ -167,69 +167,69 @@ def _round(x, digits):
     return None if x is None else round(float(x), digits)
 
 
+def _sweep_groups(runs: list[dict], method: str) -> tuple[dict[float, list], list]:
+    """A regression method's hand-tuned runs by β (in β order) and its learned runs."""
+    tuned: dict[float, list] = {}
+    for r in runs:
+        if r["method"] == method and r["loss"] == "hand-tuned":
+            tuned.setdefault(r["beta"], []).append(r)
+    return dict(sorted(tuned.items())), [r for r in runs if r["method"] == method and r["loss"] == "learned"]
+
+
+def _sweep_stats(rs: list[dict]) -> tuple[float, float, float, float]:
+    """Means over runs (seeds) of the median position and rotation errors, each with
+    its standard error (0 for one run); a failed run's median counts as infinite."""
+    import numpy as np
+
+    def values(key):
+        return np.array([np.inf if r["row"][key] is None else r["row"][key] for r in rs], dtype=float)
+
+    def se(v):
+        return float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
+    t, q = values("median t (m)"), values("median r (°)")
+    return float(t.mean()), se(t), float(q.mean()), se(q)
+
+
 def beta_summary(runs: list[dict]) -> list[str]:
     """Per regression method: the β of the hand-tuned loss with the lowest median
     position error (and rotation error), beside the learned weighting; with several
     seeds, each median is the mean over the seeds, given with its standard error, and
     the learned weighting's position error as a multiple of the best β's, and the βs
     lower than the learned weighting on both errors."""
-    import numpy as np
-
-    def values(rs, key):                          # a failed run's median counts as infinite
-        return [float("inf") if r["row"][key] is None else r["row"][key] for r in rs]
-
     def err(rs):
-        return (round(float(np.mean(values(rs, "median t (m)"))), 3), round(float(np.mean(values(rs, "median r (°)"))), 2))
+        t, _, q, _ = _sweep_stats(rs)
+        return round(t, 3), round(q, 2)
 
     def text(rs):
         t, q = err(rs)
-        if len(rs) < 2:
-            return f"({t} m, {q}°)"
-        se = np.std(values(rs, "median t (m)"), ddof=1) / np.sqrt(len(rs))
-        return f"({t} ± {se:.3f} m, {q}°)"
+        return f"({t} m, {q}°)" if len(rs) < 2 else f"({t} ± {_sweep_stats(rs)[1]:.3f} m, {q}°)"
 
     lines = []
     for method in REGRESSION:
-        tuned: dict[float, list] = {}
-        for r in runs:
-            if r["method"] == method and r["loss"] == "hand-tuned":
-                tuned.setdefault(r["beta"], []).append(r)
+        tuned, learned = _sweep_groups(runs, method)
         if len(tuned) < 2:
             continue
         by_t, by_r = min(tuned, key=lambda b: err(tuned[b])), min(tuned, key=lambda b: err(tuned[b])[::-1])
         seeds = max(len(v) for v in tuned.values())
         line = (f"{method}, hand-tuned{f' (mean of {seeds} seeds)' if seeds > 1 else ''}: "
                 f"best β {by_t:g} by position {text(tuned[by_t])}, {by_r:g} by rotation {text(tuned[by_r])}")
-        learned = [r for r in runs if r["method"] == method and r["loss"] == "learned"]
         if learned:
             ratio = err(learned)[0] / err(tuned[by_t])[0] if err(tuned[by_t])[0] > 0 else float("nan")
             line += f"; learned weighting: {text(learned)}, {ratio:.2f}x the best β's position error"
             lt, lr = err(learned)
-            better = [f"{b:g}" for b in sorted(tuned) if err(tuned[b])[0] < lt and err(tuned[b])[1] < lr]
+            better = [f"{b:g}" for b in tuned if err(tuned[b])[0] < lt and err(tuned[b])[1] < lr]
             line += f"; β lower on both errors: {', '.join(better) if better else 'none'}"
         lines.append(line)
     return lines
 
 
-def _sweep_points(runs: list[dict], method: str):
-    """{label: (mean t, se t, mean r, se r)} of the hand-tuned loss per β (in β order)
-    and of the learned weighting, means over seeds of the median errors."""
-    import numpy as np
-
-    def stats(rs):
-        t = np.array([np.inf if r["row"]["median t (m)"] is None else r["row"]["median t (m)"] for r in rs])
-        q = np.array([np.inf if r["row"]["median r (°)"] is None else r["row"]["median r (°)"] for r in rs])
-        se = (lambda v: float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0)
-        return float(t.mean()), se(t), float(q.mean()), se(q)
-
-    tuned: dict[float, list] = {}
-    for r in runs:
-        if r["method"] == method and r["loss"] == "hand-tuned":
-            tuned.setdefault(r["beta"], []).append(r)
-    points = {f"β = {b:g}": stats(tuned[b]) for b in sorted(tuned)}
-    learned = [r for r in runs if r["method"] == method and r["loss"] == "learned"]
+def _sweep_points(runs: list[dict], method: str) -> dict[str, tuple[float, float, float, float]]:
+    """{label: _sweep_stats} of the hand-tuned loss per β (in β order) and of the
+    learned weighting."""
+    tuned, learned = _sweep_groups(runs, method)
+    points = {f"β = {b:g}": _sweep_stats(rs) for b, rs in tuned.items()}
     if learned:
-        points["learned"] = stats(learned)
+        points["learned"] = _sweep_stats(learned)
     return points
 
 

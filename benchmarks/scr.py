@@ -67,10 +67,11 @@ def scr_config(args) -> ScrConfig:
     given = {"steps": args.steps, "buffer_passes": args.passes, "prototypes": args.prototypes,
              "encoder": args.encoder, "max_size": max(args.size), "seed": args.seed}
     base = ScrConfig().to_dict()
-    given_dsac = {"steps": args.dsac_steps, "images": args.dsac_images, "lr": args.dsac_lr, "temperature_lr": args.dsac_temperature_lr,
-                  "optimizer": args.dsac_optimizer, "alpha": args.alpha, "hypotheses": args.dsac_hypotheses,
-                  "cells": args.dsac_cells, "exclude_frames": args.dsac_exclude,
-                  "minimal": args.dsac_minimal, "coordinate_weight": args.dsac_coordinate_weight}
+    given_dsac = {"steps": args.dsac_steps, "images": args.dsac_images, "lr": args.dsac_lr,
+                  "temperature_lr": args.dsac_temperature_lr, "optimizer": args.dsac_optimizer,
+                  "alpha": args.alpha, "hypotheses": args.dsac_hypotheses, "cells": args.dsac_cells,
+                  "exclude_frames": args.dsac_exclude, "minimal": args.dsac_minimal,
+                  "coordinate_weight": args.dsac_coordinate_weight}
     dsac = {**base["dsac"], **{k: v for k, v in given_dsac.items() if v is not None}}
     ransac = {**base["ransac"], **({"min_inliers": args.min_inliers} if args.min_inliers else {})}
     pnp = {**base["pnp"], **({"min_inliers": args.min_inliers} if args.min_inliers else {})}
