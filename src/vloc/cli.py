@@ -317,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--tile-size", type=float, help="tiled maps: tile side in map units (default 150)")
         p.add_argument("--loss", choices=["hand-tuned", "learned", "reprojection"],
                        help="posenet, mapnet: training loss (default hand-tuned)")
-        p.add_argument("--beta", type=float, help="posenet, mapnet: hand-tuned weight of the rotation error (default 3)")
+        p.add_argument("--beta", type=float, help="posenet, mapnet: hand-tuned weight of the rotation error (default 0.3)")
         p.add_argument("--trunk", choices=["resnet", "aliked"],
                        help="posenet, mapnet: resnet from scratch (default) or frozen pretrained ALIKED features")
         p.add_argument("--epochs", type=int, help="posenet, mapnet: training epochs (default 200)")
