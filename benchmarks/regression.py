@@ -124,13 +124,14 @@ def run_one(scene, split: str, method: str, loss: str | None, args, beta: float 
         label, name = f"{label[:-1]}, seed {seed})" if label.endswith(")") else f"{label} (seed {seed})", \
             f"{name}-seed{seed}"
     cfg = map_config(method, loss, args, beta, seed)
-    map_dir, build_s, analysis, kept = None, None, None, None
+    map_dir, build_s, analysis, kept, weights = None, None, None, None, None
     if len(scene.split(split)) == 1:
         map_dir = args.out / "maps" / scene.name / name
         t_build = time.perf_counter()
         built = vloc.build_map(scene, map_dir, cfg, method=method, split=split, overwrite=True, progress=False)
         build_s = time.perf_counter() - t_build
         kept = built["stats"].get("best_epoch_loss")
+        weights = built["stats"].get("learned_weights")
     run = evaluate(scene, split, method, cfg, map_dir=map_dir, preset=args.preset, progress=False,
                    work_dir=args.work)
     s = run.summary
@@ -143,6 +144,8 @@ def run_one(scene, split: str, method: str, loss: str | None, args, beta: float 
            "train/map s": _round(build_s, 1)}
     if loss == "reprojection" and kept:          # the held-out best epoch may be a pretraining one
         row["kept epoch"] = kept
+    if weights:                                  # where the learned weights settled, as a β
+        row["effective β"] = _round(weights["effective_beta"], 2)
     if args.analyze and method in REGRESSION and map_dir is not None:
         from vloc.learning.analysis import analyze_regression_map
         png = map_dir.parent / f"{map_dir.name}-base-poses.png"

@@ -18,6 +18,9 @@ def test_build_map_load_localizer_and_bad_input(tiny_room, tmp_path, capsys):
     manifest = vloc.build_map(tiny_room, out, FAST, method="posenet", split="official", progress=False)
     assert manifest["method"] == "posenet" and manifest["stats"]["images"] == 40
     assert manifest["stats"]["validation_images"] == 4 and set(manifest["files"]) >= {"model.pt", "network.json"}
+    fit = manifest["stats"]["training_fit"]                         # the 36 training frames, no augmentation
+    assert fit["median_centre_error"] > 0 and 0 < fit["median_rotation_deg"] < 180
+    assert manifest["stats"]["learned_weights"] is None             # hand-tuned loss
     assert not list(tmp_path.glob(".*training.pt"))                 # checkpoint removed once written
     loc = vloc.load_localizer(out)
     assert isinstance(loc, RegressionLocalizer) and not loc.model.training

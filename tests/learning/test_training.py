@@ -190,6 +190,10 @@ def test_learned_weights_have_their_own_step(tiny_room):
     for _ in range(15):
         tr.step()
     assert tr.weighting.s_r.item() > -3 + 0.1                # rotation errors >> exp(-3): s_r rises
+    w = tr.learned_weights()                                  # what the map's stats report
+    assert w["s_r"] == tr.weighting.s_r.item() and w["effective_beta"] == pytest.approx(
+        np.exp(tr.weighting.s_c.item() - tr.weighting.s_r.item()))
+    assert w["effective_beta"] < np.exp(3) - 1              # moved from Kendall's start (e^3 = 20.1)
 
 
 def test_cosine_schedule_decays_the_network_step_only(tiny_room):

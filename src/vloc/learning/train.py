@@ -222,6 +222,14 @@ class Trainer:
                 "median_centre_error": float(pos_err.median() * self.model.position_scale),
                 "median_rotation_deg": float(torch.rad2deg(angle.median()))}
 
+    def learned_weights(self) -> dict | None:
+        """The learned loss's s_c, s_r now, and the hand-tuned β they amount to: the
+        rotation term's weight over the position term's, exp(s_c - s_r)."""
+        if self.weighting is None:
+            return None
+        s_c, s_r = float(self.weighting.s_c.detach()), float(self.weighting.s_r.detach())
+        return {"s_c": s_c, "s_r": s_r, "effective_beta": math.exp(s_c - s_r)}
+
     def end_epoch(self, train_loss: float) -> None:
         record = {"epoch": self.epoch, "loss": train_loss, "phase": self.phase_loss}
         pretraining = self.epoch < self.config.pretrain_epochs

@@ -56,6 +56,8 @@ def build_regression_map(frames: list[Frame], out: Path, config: PoseRegressionC
              "reprojection_points": trainer.points_source, "training_seconds": trainer.seconds,
              "final_loss": last.get("loss"),
              "validation": trainer.evaluate(trainer.val_idx) if len(trainer.val_idx) else None,
+             "training_fit": trainer.evaluate(trainer.train_idx),      # no augmentation: under/overfit
+             "learned_weights": trainer.learned_weights(),             # at the end of training
              "parameters": sum(p.numel() for p in trainer.model.parameters()),
              "timings": {"training": t1 - t0}}
     with atomic_map_dir(out, overwrite) as tmp:
