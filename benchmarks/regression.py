@@ -120,6 +120,8 @@ def run_one(scene, split: str, method: str, loss: str | None, args, beta: float 
         label, name = f"{method} ({loss})", f"{method}-{loss}"
     if beta is not None:
         label, name = f"{method} ({loss}, β={beta:g})", f"{name}-beta{beta:g}"
+    if loss == "learned" and args.weighting_init not in (None, "kendall"):    # its own map and checkpoint
+        label, name = f"{method} ({loss}, {args.weighting_init} start)", f"{name}-{args.weighting_init}"
     if seed is not None:
         label, name = f"{label[:-1]}, seed {seed})" if label.endswith(")") else f"{label} (seed {seed})", \
             f"{name}-seed{seed}"
