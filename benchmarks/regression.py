@@ -19,6 +19,8 @@ not registered in this vloc are skipped with a message.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -120,15 +122,17 @@ def run_one(scene, split: str, method: str, loss: str | None, args, beta: float 
         label, name = f"{method} ({loss})", f"{method}-{loss}"
     if beta is not None:
         label, name = f"{method} ({loss}, β={beta:g})", f"{name}-beta{beta:g}"
-    if loss == "learned" and args.weighting_init not in (None, "kendall"):    # its own map and checkpoint
-        label, name = f"{method} ({loss}, {args.weighting_init} start)", f"{name}-{args.weighting_init}"
     if seed is not None:
         label, name = f"{label[:-1]}, seed {seed})" if label.endswith(")") else f"{label} (seed {seed})", \
             f"{name}-seed{seed}"
     cfg = map_config(method, loss, args, beta, seed)
     map_dir, build_s, analysis, kept, weights = None, None, None, None, None
     if len(scene.split(split)) == 1:
-        map_dir = args.out / "maps" / scene.name / name
+        # the name ends with the config's digest: runs at once with other options (start,
+        # epochs, trunk, ...) in one --out get their own map and training checkpoint
+        options = cfg.to_dict() if hasattr(cfg, "to_dict") else repr(cfg)
+        digest = hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:8]
+        map_dir = args.out / "maps" / scene.name / f"{name}-{digest}"
         t_build = time.perf_counter()
         built = vloc.build_map(scene, map_dir, cfg, method=method, split=split, overwrite=True, progress=False)
         build_s = time.perf_counter() - t_build
@@ -283,7 +287,6 @@ def plot_beta_sweep(panels: list[tuple[str, dict]], path: Path, columns: int = 3
 def replot(paths: list[Path], png: Path | None = None) -> int:
     """The β summary and sweep plot of results JSON written by this script: one PNG
     beside each, or all panels in `png`."""
-    import json
     every = []
     for path in paths:
         try:
